@@ -1,0 +1,121 @@
+"""`evolve`: the command line. Bad input ends in one line on stderr and exit status 2."""
+import argparse
+import sys
+
+import torch
+
+import pruners
+from evolve import config as configuration
+from evolve.bench import Row, Workbench, check_save_dir, say, table_header, table_row
+from pruners.errors import InputError
+from pruners.spec import Sparsity
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file (see configs/); flags override it")
+    parser.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
+    parser.add_argument("--dtype", dest="model.dtype", help="auto, float32, float16, bfloat16")
+    parser.add_argument("--device", dest="model.device", help="auto, cpu, cuda, hpu, mps")
+    parser.add_argument("--calib", dest="data.calib", help="calibration text: pydoc, text:PATH, wikitext2, c4")
+    parser.add_argument("--eval", dest="data.eval", help="evaluation text, same choices")
+    parser.add_argument("--nsamples", dest="data.nsamples", type=int, help="calibration windows (default 128)")
+    parser.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per window (default: context, at most 2048)")
+    parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
+    parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="evolve", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    baseline = sub.add_parser("baseline", help="prune with one registered method and measure perplexity")
+    _data_flags(baseline)
+    baseline.add_argument("--method", dest="prune.method", help=f"one of {', '.join(pruners.METHODS)}")
+    baseline.add_argument("--sparsity", dest="prune.sparsity", type=float, help="share of weights to zero (default 0.5)")
+    baseline.add_argument("--pattern", dest="prune.pattern", help="unstructured (default) or N:M, e.g. 2:4")
+    baseline.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
+    baseline.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
+    baseline.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
+
+    compare = sub.add_parser("compare", help="several methods on the same model, samples and tokens, as one table")
+    _data_flags(compare)
+    compare.add_argument("--methods", dest="compare.methods", type=_words, help="comma list (default dense,magnitude,wanda)")
+    compare.add_argument("--sparsity", dest="compare.sparsities", type=_floats, help="comma list (default 0.5)")
+    compare.add_argument("--pattern", dest="compare.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8")
+    return top
+
+
+def baseline(cfg: configuration.Config) -> None:
+    p = cfg.prune
+    spec = Sparsity.parse(p.pattern, p.sparsity, p.group)
+    method = pruners.method(p.method, **p.options)
+    check_save_dir(cfg.save, cfg.force)
+    bench = Workbench(cfg)
+    say(f"pruning with {method.name} at {spec.label()}")
+    row = bench.run(method, spec)
+    print(table_header())
+    print(table_row(row))
+    if cfg.save:
+        bench.save(cfg.save, row)
+        say(f"saved to {cfg.save}")
+
+
+def compare_points(cfg: configuration.Config) -> list[Sparsity]:
+    points = []
+    for pattern in cfg.compare.patterns:
+        if pattern == "unstructured":
+            points += [Sparsity.parse(pattern, s) for s in cfg.compare.sparsities]
+        else:
+            points.append(Sparsity.parse(pattern))
+    return points
+
+
+def compare(cfg: configuration.Config) -> None:
+    points = compare_points(cfg)
+    methods = [pruners.method(name) for name in cfg.compare.methods]
+    bench = Workbench(cfg)
+    print(table_header(), flush=True)
+    for method in methods:
+        for spec in points[:1] if method.name == "dense" else points:
+            say(f"{method.name} at {spec.label()}")
+            try:
+                row = bench.run(method, spec)
+            except (FloatingPointError, RuntimeError, InputError) as error:
+                row = Row(method.name, spec.pattern, 0, float("nan"), 0, 0, 0, error=str(error).splitlines()[0])
+            if method.name == "dense":
+                row.pattern = "-"
+            print(table_row(row), flush=True)
+
+
+COMMANDS = {"baseline": baseline, "compare": compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    command, path = args.pop("command"), args.pop("config")
+    try:
+        cfg = configuration.load(path, args)
+        torch.manual_seed(cfg.data.seed)
+        COMMANDS[command](cfg)
+    except InputError as error:
+        print(f"evolve: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evolve: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The protocol every pruning method implements, and the two shapes most methods take."""
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from pruners import masks, models
+from pruners.spec import Sparsity
+from pruners.walker import walk
+
+
+class Pruner(BaseModel):
+    """A pruning method: its fields are its options (unknown keys are refused), `prune` does the work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+    @abstractmethod
+    def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device) -> None:
+        """Prune `model` in place; `calibration` is (nsamples, seqlen) token ids."""
+
+
+class LayerPruner(Pruner):
+    """A method that prunes each linear from its own weights and statistics, on the shared layer walker."""
+
+    stats: ClassVar[tuple[str, ...]] = ()  # statistics from pruners.stats.COLLECTORS
+    batch_size: int = 8  # calibration samples per forward: larger is faster on CPU, costs activation memory
+
+    @property
+    def needs_calibration(self) -> bool:
+        return bool(self.stats)
+
+    @abstractmethod
+    def prune_linear(self, name: str, weight: torch.Tensor, stats: dict[str, torch.Tensor], spec: Sparsity) -> None:
+        """Prune one (out, in) weight in place. `name` is the target name, e.g. '3.mlp.up_proj'."""
+
+    def prune(self, model, calibration, spec, device):
+        def prune_block(index, _block, targets, stats):
+            for name, linear in targets.items():
+                self.prune_linear(f"{index}.{name}", linear.weight.data, stats.get(name, {}), spec)
+
+        walk(model, calibration, device, self.stats, prune_block, self.batch_size)
+
+
+class ScorePruner(LayerPruner):
+    """A method that only scores weights: the lowest scores of each comparison group become zero."""
+
+    default_group: ClassVar[str] = "row"
+
+    @abstractmethod
+    def score(self, name: str, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(out, in) scores for an (out, in) weight; higher means keep."""
+
+    def prune_linear(self, name, weight, stats, spec):
+        weight[masks.mask(self.score(name, weight, stats), spec, self.default_group)] = 0
+
+
+def sparsity(model) -> dict[str, float]:
+    """Share of zero weights in every target linear, by target name."""
+    return {name: (linear.weight == 0).float().mean().item() for name, linear in models.target_linears(model).items()}
+
+
+def overall_sparsity(model) -> float:
+    zeros = total = 0
+    for linear in models.target_linears(model).values():
+        zeros += (linear.weight == 0).sum().item()
+        total += linear.weight.numel()
+    return zeros / total

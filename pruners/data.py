@@ -1,0 +1,103 @@
+"""Text for calibration and evaluation: offline sources first, hub datasets when reachable.
+
+Sources: `pydoc` (the Python documentation shipped with every CPython), `text:PATH` (a .txt file, or a
+folder of them), `wikitext2` and `c4` (through the `datasets` package). When calibration and evaluation
+name the same offline source, its head calibrates and its tail evaluates, so they never overlap.
+"""
+import random
+from pathlib import Path
+
+import torch
+
+from pruners.errors import InputError
+
+# The tail share of a shared offline source kept for evaluation (pydoc: about 28k of 113k tokens).
+EVAL_SHARE = 0.25
+SOURCES = ("pydoc", "text:PATH", "wikitext2", "c4")
+
+
+def pydoc_text() -> str:
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def file_text(path: str) -> str:
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p.read_text(encoding="utf-8", errors="replace")
+    if p.is_dir():
+        files = sorted(p.rglob("*.txt"))
+        if not files:
+            raise InputError(f"no .txt files in folder {path}")
+        return "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    raise InputError(f"no text file or folder at {path}")
+
+
+def _hub(dataset: str, *args, **kwargs):
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(f"{dataset} needs the datasets package: pip install 'evolve-pruning[hub]'") from None
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except Exception as error:  # the datasets package raises many types when offline
+        raise InputError(
+            f"cannot load {dataset} (no network or cache: {type(error).__name__}); use pydoc or text:PATH"
+        ) from error
+
+
+def hub_text(source: str, split: str) -> str:
+    """The papers' texts: wikitext2 train/test; c4 from its first train and validation shards."""
+    if source == "wikitext2":
+        rows = _hub(source, "wikitext", "wikitext-2-raw-v1", split="train" if split == "calibration" else "test")
+        # SparseGPT and Wanda join the training split with spaces and the test split with blank lines.
+        return (" " if split == "calibration" else "\n\n").join(rows["text"])
+    shard = "en/c4-train.00000-of-01024.json.gz" if split == "calibration" else "en/c4-validation.00000-of-00008.json.gz"
+    rows = _hub(source, "allenai/c4", data_files={"data": shard}, split="data")
+    # The papers evaluate on the first 1100 validation documents (then 256 windows, see --eval-tokens).
+    return " ".join(rows[:1100]["text"] if split == "evaluation" else rows[:20000]["text"])
+
+
+def _split_at_paragraph(text: str, share: float) -> tuple[str, str]:
+    cut = text.find("\n\n", int(len(text) * (1 - share)))
+    cut = len(text) // 2 if cut < 0 else cut
+    return text[:cut], text[cut + 2 :]
+
+
+def check_source(source: str) -> None:
+    if source in ("pydoc", "wikitext2", "c4"):
+        return
+    if source.startswith("text:") and len(source) > 5:
+        return
+    raise InputError(f"unknown text source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def texts(calibration: str, evaluation: str) -> tuple[str, str]:
+    """(calibration text, evaluation text); the same offline source is split so that they never overlap."""
+    check_source(calibration)
+    check_source(evaluation)
+
+    def offline(source: str) -> str:
+        return pydoc_text() if source == "pydoc" else file_text(source[5:])
+
+    if calibration == evaluation and calibration not in ("wikitext2", "c4"):
+        return _split_at_paragraph(offline(calibration), EVAL_SHARE)
+    get = lambda source, split: hub_text(source, split) if source in ("wikitext2", "c4") else offline(source)
+    return get(calibration, "calibration"), get(evaluation, "evaluation")
+
+
+def calibration_samples(tokenizer, text: str, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """(nsamples, seqlen) token ids: random windows of the tokenized text, sampled as the Wanda loaders do."""
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    n = ids.numel()
+    if n <= seqlen + 1:
+        raise InputError(f"calibration text has {n} tokens, not enough for windows of {seqlen}")
+    random.seed(seed)
+    starts = [random.randint(0, n - seqlen - 1) for _ in range(nsamples)]
+    return torch.stack([ids[i : i + seqlen] for i in starts])
+
+
+def evaluation_tokens(tokenizer, text: str) -> torch.Tensor:
+    """(1, tokens): the whole evaluation text tokenized at once, as the papers' perplexity does."""
+    return tokenizer(text, return_tensors="pt").input_ids

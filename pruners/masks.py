@@ -1,0 +1,46 @@
+"""Masks from scores: the lowest scores of each comparison group are pruned (True = pruned).
+
+Ties are common (the embedded model's weights sit on a 16-level grid), so every mask breaks them the
+way a stable ascending sort would: among equal scores, the lower index is pruned first. That makes a
+mask a pure function of the scores, the same on every device and in every run.
+"""
+import torch
+
+from pruners.errors import InputError
+from pruners.spec import Sparsity
+
+
+def lowest(score: torch.Tensor, k: int) -> torch.Tensor:
+    """(rows, n) bool: the k lowest entries of each row, equal to a stable sort's first k, in O(n) per row.
+
+    kthvalue finds the threshold without sorting; entries below it are in, and of the entries equal to
+    it, the first ones by index fill the remaining places.
+    """
+    if k <= 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    if k >= score.shape[1]:
+        return torch.ones_like(score, dtype=torch.bool)
+    threshold = score.kthvalue(k, dim=1, keepdim=True).values  # (rows, 1)
+    below = score < threshold
+    tied = score == threshold
+    room = k - below.sum(dim=1, keepdim=True)  # (rows, 1) places left for tied entries
+    return below | (tied & (tied.cumsum(dim=1) <= room))
+
+
+def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tensor:
+    """(out, in) bool mask of the weights to prune, from an (out, in) score.
+
+    `group` is the method's default comparison group; spec.group overrides it.
+    """
+    if not torch.isfinite(score).all():
+        raise FloatingPointError("score has NaN or Inf entries")
+    rows, cols = score.shape
+    score = score.float()
+    if spec.nm:
+        n, m = spec.nm
+        if cols % m:
+            raise InputError(f"pattern {spec.pattern} needs the input width ({cols}) to be a multiple of {m}")
+        return lowest(score.reshape(-1, m), m - n).reshape(rows, cols)  # (rows * cols/m, m) blocks
+    if (spec.group or group) == "layer":
+        return lowest(score.reshape(1, -1), int(rows * cols * spec.ratio)).reshape(rows, cols)
+    return lowest(score, int(cols * spec.ratio))

@@ -1,0 +1,23 @@
+"""Per-linear statistics gathered from calibration inputs, by the name a method asks for them."""
+import torch
+from torch import nn
+
+
+class InputNorm:
+    """X, (1, in): Wanda's sqrt(scaler_row), the L2 norm per input channel over all calibration tokens
+    divided by sqrt(number of samples). The division keeps X on the scale Pruner-Zero's metrics were
+    found at; within a layer it changes no ranking."""
+
+    def __init__(self, linear: nn.Linear):
+        self.sum_sq = torch.zeros(linear.in_features, dtype=torch.float32, device=linear.weight.device)
+        self.samples = 0
+
+    def add(self, x: torch.Tensor) -> None:  # x: (B, T, in)
+        self.sum_sq += x.float().pow(2).sum(dim=tuple(range(x.dim() - 1)))
+        self.samples += x.shape[0]
+
+    def result(self) -> torch.Tensor:
+        return (self.sum_sq / self.samples).sqrt().unsqueeze(0)
+
+
+COLLECTORS = {"X": InputNorm}

@@ -1,0 +1,116 @@
+"""One layer walker for every method, the sequential scheme of Wanda and SparseGPT.
+
+Calibration runs through block i while the statistics each method asks for are gathered, the block is
+pruned, and the pruned block's outputs become block i+1's inputs. One block is on the device at a time,
+so a model larger than the device still prunes.
+"""
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pruners import models
+from pruners.device import step
+from pruners.stats import COLLECTORS
+
+# (block index, block, its linears by name, their statistics by linear name then statistic name)
+PruneBlock = Callable[[int, nn.Module, dict[str, nn.Linear], dict[str, dict[str, torch.Tensor]]], None]
+
+
+class _StandIn(nn.Module):
+    """Takes a block's place while the model runs up to block 0: records what block 0 receives and returns
+    the hidden states untouched, so no block computes. Attributes the model's loop reads from its blocks
+    (Qwen2's `attention_type`, say) come from the real block."""
+
+    def __init__(self, block: nn.Module, record: list | None):
+        super().__init__()
+        object.__setattr__(self, "_block", block)  # not registered: the stand-in owns no parameters
+        object.__setattr__(self, "_record", record)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_block"), name)
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self._record is not None:
+            self._record.append((hidden_states, args, kwargs))
+        return hidden_states
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+@torch.no_grad()
+def block_inputs(model, calibration: torch.Tensor, device: torch.device, batch_size: int) -> list:
+    """[(hidden (B, T, D), args, kwargs)] entering block 0, one entry per batch of calibration samples."""
+    layers = models.blocks(model)
+    originals = list(layers)
+    record: list = []
+    home = model.get_input_embeddings().weight.device
+    try:
+        for i, block in enumerate(originals):
+            layers[i] = _StandIn(block, record if i == 0 else None)
+        for batch in calibration.split(batch_size):
+            model.base_model(input_ids=batch.to(home), use_cache=False)
+    finally:
+        for i, block in enumerate(originals):
+            layers[i] = block
+    return [_to(entry, device) for entry in record]
+
+
+def _feeder(collectors: dict):
+    def hook(_module, inputs, _output):  # returns None: the layer's output stays as it is
+        for collector in collectors.values():
+            collector.add(inputs[0])
+
+    return hook
+
+
+def _run(block: nn.Module, states: list) -> list:
+    out = []
+    for hidden, args, kwargs in states:
+        result = block(hidden, *args, **kwargs)
+        out.append((result[0] if isinstance(result, tuple) else result, args, kwargs))
+    return out
+
+
+@torch.no_grad()
+def walk(
+    model,
+    calibration: torch.Tensor | None,
+    device: torch.device,
+    collect: tuple[str, ...],
+    prune_block: PruneBlock,
+    batch_size: int = 8,
+) -> None:
+    """Prune every decoder block in order. `collect` names statistics from pruners.stats.COLLECTORS;
+    with none, no calibration runs at all."""
+    states = block_inputs(model, calibration, device, batch_size) if collect else []
+    for i, block in enumerate(models.blocks(model)):
+        home = next(block.parameters()).device
+        block.to(device)
+        targets = models.linears(block)
+        stats = {}
+        if collect:
+            collectors = {name: {s: COLLECTORS[s](linear) for s in collect} for name, linear in targets.items()}
+            hooks = [linear.register_forward_hook(_feeder(collectors[name])) for name, linear in targets.items()]
+            try:
+                _run(block, states)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            stats = {name: {s: c.result() for s, c in cs.items()} for name, cs in collectors.items()}
+        prune_block(i, block, targets, stats)
+        if collect and i + 1 < len(models.blocks(model)):
+            states = _run(block, states)  # the pruned block's outputs feed the next block
+        block.to(home)
+        step(device)
