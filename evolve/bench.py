@@ -44,7 +44,8 @@ class Workbench:
         self.config = config
         self.device = resolve_device(config.model.device)
         dtype = models.resolve_dtype(config.model.dtype, self.device)
-        calib_text, eval_text = data.texts(config.data.calib, config.data.eval)  # bad sources fail before loading
+        models.resolve(config.model.name)  # bad names and sources fail before any loading
+        calib_text, eval_text = data.texts(config.data.calib, config.data.eval)
         say(f"loading {config.model.name} ({dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(config.model.name, dtype)
         self.seqlen = config.data.seqlen or min(models.context_length(self.model), 2048)

@@ -1,0 +1,9 @@
+"""Runs every benchmark in this folder, one after another: `make bench`."""
+import subprocess
+import sys
+from pathlib import Path
+
+for script in sorted(Path(__file__).parent.glob("*.py")):
+    if script.name != "run.py":
+        print(f"== {script.stem}", flush=True)
+        subprocess.run([sys.executable, str(script)], check=True)

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+
+def tiny_llama(seed: int = 0, layers: int = 2):
+    """A random LLaMA small enough to run naive reference implementations against."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        use_cache=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded model and tokenizer, loaded once for the whole session."""
+    from pruners import models
+
+    return models.load(models.EMBEDDED)

@@ -1,0 +1,53 @@
+import pytest
+
+from evolve.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["baseline", "--method", "nope"], "unknown method 'nope'"),
+        (["baseline", "--model", "llama-99b"], "unknown model 'llama-99b'"),
+        (["baseline", "--sparsity", "1.5"], "strictly between 0 and 1"),
+        (["baseline", "--pattern", "4:2"], "0 < N < M"),
+        (["baseline", "--calib", "text:/no/such/file.txt"], "no text file or folder at /no/such/file.txt"),
+        (["baseline", "--calib", "books"], "unknown text source 'books'"),
+        (["baseline", "--config", "/no/such.yaml"], "cannot read config /no/such.yaml"),
+        (["baseline", "--nsamples", "0"], "data.nsamples"),
+        (["compare", "--methods", "dense,nope"], "unknown method 'nope'"),
+        (["baseline", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("evolve: error: ") and message in err[0], err
+
+
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  nsampels: 4\n")
+    assert main(["baseline", "--config", str(path)]) == 2
+    assert "unknown key 'data.nsampels'" in capsys.readouterr().err
+
+
+def test_invalid_yaml_is_one_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: [unclosed\n")
+    assert main(["baseline", "--config", str(path)]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_unknown_method_option_is_named(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("prune:\n  method: wanda\n  options: {batchsize: 4}\n")
+    assert main(["baseline", "--config", str(path)]) == 2
+    assert "option batchsize" in capsys.readouterr().err
+
+
+def test_non_empty_save_folder_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["baseline", "--model", "no-such-alias", "--save", str(tmp_path)]) == 2
+    assert main(["baseline", "--save", str(tmp_path)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"

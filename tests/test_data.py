@@ -1,0 +1,63 @@
+import random
+
+import pytest
+import torch
+
+from pruners import data
+from pruners.errors import InputError
+
+
+class CharTokenizer:
+    """One token per character: enough to check sampling and splitting exactly."""
+
+    def __call__(self, text, return_tensors="pt", add_special_tokens=True):
+        ids = [ord(c) for c in text]
+        from types import SimpleNamespace
+
+        return SimpleNamespace(input_ids=torch.tensor([ids]))
+
+
+def test_calibration_samples_follow_the_wanda_loader():
+    text = "".join(chr(65 + i % 26) for i in range(500))
+    got = data.calibration_samples(CharTokenizer(), text, nsamples=4, seqlen=16, seed=3)
+    random.seed(3)
+    ids = [ord(c) for c in text]
+    for row in got.tolist():
+        i = random.randint(0, len(ids) - 16 - 1)
+        assert row == ids[i : i + 16]
+
+
+def test_same_offline_source_is_split_without_overlap(tmp_path):
+    paragraphs = [f"paragraph {i} " + "x" * 50 for i in range(40)]
+    path = tmp_path / "t.txt"
+    path.write_text("\n\n".join(paragraphs))
+    calib, evaluation = data.texts(f"text:{path}", f"text:{path}")
+    assert calib + "\n\n" + evaluation == path.read_text()
+    assert 0.2 < len(evaluation) / len(path.read_text()) < 0.3
+    assert not set(calib.split("\n\n")) & set(evaluation.split("\n\n"))
+
+
+def test_different_sources_are_whole(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    calib, evaluation = data.texts(f"text:{tmp_path}", "pydoc")
+    assert calib == "alpha\n\nbeta"
+    assert evaluation == data.pydoc_text()
+
+
+def test_pydoc_is_the_sorted_topics_joined():
+    from pydoc_data.topics import topics
+
+    assert data.pydoc_text() == "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def test_hub_sources_fail_with_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(InputError, match="wikitext2"):
+        data.texts("wikitext2", "pydoc")
+
+
+def test_too_short_calibration_text():
+    with pytest.raises(InputError, match="not enough for windows of 64"):
+        data.calibration_samples(CharTokenizer(), "short", 2, 64, 0)

@@ -1,0 +1,51 @@
+"""On the real embedded model, with small token counts (about a minute on 2 cores)."""
+import json
+
+import pytest
+import torch
+
+import pruners
+from evolve.bench import Workbench
+from evolve.config import Config
+from pruners import models
+from pruners.spec import Sparsity
+
+
+@pytest.fixture(scope="module")
+def bench():
+    config = Config.model_validate({"data": {"nsamples": 16, "seqlen": 256, "eval_tokens": 4096}})
+    return Workbench(config)
+
+
+@pytest.fixture(scope="module")
+def rows(bench):
+    half = Sparsity.parse("unstructured", 0.5)
+    return {name: bench.run(pruners.method(name), half) for name in ("dense", "magnitude", "wanda")}
+
+
+def test_wanda_sits_between_dense_and_magnitude(rows):
+    assert rows["dense"].perplexity < rows["wanda"].perplexity < rows["magnitude"].perplexity
+    assert rows["wanda"].sparsity == pytest.approx(0.5, abs=1e-3)
+    assert rows["magnitude"].sparsity == pytest.approx(0.5, abs=1e-6)  # exactly, despite the Q4 ties
+    assert rows["dense"].sparsity < 0.01
+
+
+def test_the_embedded_model_is_a_llama_on_a_16_level_grid(bench):
+    assert type(bench.model).__name__ == "LlamaForCausalLM"
+    assert len(models.target_linears(bench.model)) == 30 * 7
+    block = bench.model.model.layers[0].self_attn.q_proj.weight[0, :32]  # one Q4_1 block of 32
+    assert len(torch.unique(block)) <= 16
+
+
+def test_save_writes_a_model_that_reloads_pruned(bench, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    row = bench.run(pruners.method("wanda"), Sparsity.parse("2:4"))
+    bench.save(str(tmp_path), row)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["result"]["pattern"] == "2:4"
+    assert report["layer_sparsity"]["0.mlp.up_proj"] == pytest.approx(0.5, abs=1e-4)  # plus dense zeros
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    saved = reloaded.model.layers[5].mlp.down_proj.weight
+    assert torch.equal(saved, bench.model.model.layers[5].mlp.down_proj.weight)
+    assert ((saved.view(-1, 4) != 0).sum(1) <= 2).all()
