@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-import pruners
+import gradients
 from evolve.config import Config
 from evolve.perplexity import perplexity, windows
 from pruners import base, data, models
@@ -54,6 +54,18 @@ class Workbench:
         self.windows = windows(data.evaluation_tokens(self.tokenizer, eval_text), self.seqlen, d.eval_tokens)
         # The dense weights of every target linear stay on the host, to restore between methods.
         self.dense = {n: lin.weight.detach().to("cpu", copy=True) for n, lin in models.target_linears(self.model).items()}
+        self._gradients = None
+
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """G of the dense model over the calibration samples: from the cache, else computed (once)."""
+        if self._gradients is None:
+            self.restore()
+            self.model.to(self.device)
+            self._gradients, path, seconds = gradients.load_or_compute(
+                self.model, self.config.model.name, self.calibration, self.device, log=say
+            )
+            say(f"G {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
+        return self._gradients
 
     def restore(self) -> None:
         for name, linear in models.target_linears(self.model).items():
@@ -61,17 +73,18 @@ class Workbench:
 
     def run(self, method: base.Pruner, spec: Sparsity) -> Row:
         """Prune a fresh copy of the dense weights with `method`, then measure perplexity."""
+        G = self.gradients() if method.needs_gradients else None
         self.restore()
         reset_peak_memory(self.device)
         start = time.perf_counter()
-        method.prune(self.model, self.calibration if method.needs_calibration else None, spec, self.device)
+        method.prune(self.model, self.calibration if method.needs_calibration else None, spec, self.device, G)
         synchronize(self.device)
         pruned = time.perf_counter()
         self.model.to(self.device)
         ppl = perplexity(self.model, self.windows, self.device)
         synchronize(self.device)
         return Row(
-            method=method.name,
+            method=method.label(),
             pattern=spec.pattern,
             sparsity=base.overall_sparsity(self.model),
             perplexity=ppl,

@@ -1,12 +1,15 @@
 """`evolve`: the command line. Bad input ends in one line on stderr and exit status 2."""
 import argparse
 import sys
+import time
 
 import torch
 
 import pruners
 from evolve import config as configuration
 from evolve.bench import Row, Workbench, check_save_dir, say, table_header, table_row
+from metrics import MetricError
+from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
 from pruners.spec import Sparsity
 
@@ -22,6 +25,14 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per window (default: context, at most 2048)")
     parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+
+
+def _prune_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sparsity", dest="prune.sparsity", type=float, help="share of weights to zero (default 0.5)")
+    parser.add_argument("--pattern", dest="prune.pattern", help="unstructured (default) or N:M, e.g. 2:4, 4:8")
+    parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
+    parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
+    parser.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
 
 
 def _floats(text: str) -> list[float]:
@@ -41,12 +52,16 @@ def parser() -> argparse.ArgumentParser:
 
     baseline = sub.add_parser("baseline", help="prune with one registered method and measure perplexity")
     _data_flags(baseline)
-    baseline.add_argument("--method", dest="prune.method", help=f"one of {', '.join(pruners.METHODS)}")
-    baseline.add_argument("--sparsity", dest="prune.sparsity", type=float, help="share of weights to zero (default 0.5)")
-    baseline.add_argument("--pattern", dest="prune.pattern", help="unstructured (default) or N:M, e.g. 2:4")
-    baseline.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
-    baseline.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
-    baseline.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
+    baseline.add_argument("--method", dest="prune.method", help=f"one of {', '.join(pruners.METHODS)}, or metric:NAME|FILE")
+    _prune_flags(baseline)
+
+    apply = sub.add_parser("apply", help="prune with a symbolic metric (ours or Pruner-Zero's JSON) and measure perplexity")
+    apply.add_argument("metric", help="metric file, named metric (wanda, pruner-zero, gblm, taylor) or expression")
+    _data_flags(apply)
+    _prune_flags(apply)
+
+    grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
+    _data_flags(grads)
 
     compare = sub.add_parser("compare", help="several methods on the same model, samples and tokens, as one table")
     _data_flags(compare)
@@ -71,6 +86,20 @@ def baseline(cfg: configuration.Config) -> None:
         say(f"saved to {cfg.save}")
 
 
+def apply(cfg: configuration.Config, metric: str) -> None:
+    cfg.prune.method = f"metric:{metric}"
+    baseline(cfg)
+
+
+def compute_gradients(cfg: configuration.Config) -> None:
+    bench = Workbench(cfg)
+    reset_peak_memory(bench.device)
+    start = time.perf_counter()
+    G = bench.gradients()
+    print(f"G for {len(G)} linears, {bench.calibration.shape[0]} x {bench.calibration.shape[1]} tokens: "
+          f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(bench.device) / 2**20:.0f} MB")
+
+
 def compare_points(cfg: configuration.Config) -> list[Sparsity]:
     points = []
     for pattern in cfg.compare.patterns:
@@ -91,24 +120,25 @@ def compare(cfg: configuration.Config) -> None:
             say(f"{method.name} at {spec.label()}")
             try:
                 row = bench.run(method, spec)
-            except (FloatingPointError, RuntimeError, InputError) as error:
+            except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
                 row = Row(method.name, spec.pattern, 0, float("nan"), 0, 0, 0, error=str(error).splitlines()[0])
             if method.name == "dense":
                 row.pattern = "-"
             print(table_row(row), flush=True)
 
 
-COMMANDS = {"baseline": baseline, "compare": compare}
+COMMANDS = {"baseline": baseline, "apply": apply, "gradients": compute_gradients, "compare": compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     command, path = args.pop("command"), args.pop("config")
+    positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
     try:
         cfg = configuration.load(path, args)
         torch.manual_seed(cfg.data.seed)
-        COMMANDS[command](cfg)
-    except InputError as error:
+        COMMANDS[command](cfg, **positional)
+    except (InputError, MetricError) as error:
         print(f"evolve: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,11 +7,16 @@ METHODS = {
     "dense": "pruners.dense:Dense",
     "magnitude": "pruners.magnitude:Magnitude",
     "wanda": "pruners.wanda:Wanda",
+    "metric": "pruners.symbolic:Metric",  # also spelled metric:NAME|FILE|EXPRESSION
 }
 
 
 def method_class(name: str):
     if name not in METHODS:
+        from metrics.named import NAMED
+
+        if name in NAMED:
+            raise InputError(f"{name!r} is a metric: use metric:{name}")
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     module, cls = METHODS[name].split(":")
     return getattr(importlib.import_module(module), cls)
@@ -21,6 +26,8 @@ def method(name: str, **options):
     """A configured method; unknown or ill-typed options are an InputError that names them."""
     from pydantic import ValidationError
 
+    if name.startswith("metric:"):
+        name, options = "metric", {**options, "metric": name[len("metric:"):]}
     cls = method_class(name)
     try:
         return cls(**options)

@@ -20,9 +20,18 @@ class Pruner(BaseModel):
     def needs_calibration(self) -> bool:
         return True
 
+    @property
+    def needs_gradients(self) -> bool:
+        return False
+
+    def label(self) -> str:
+        """The method's name in tables."""
+        return self.name
+
     @abstractmethod
-    def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device) -> None:
-        """Prune `model` in place; `calibration` is (nsamples, seqlen) token ids."""
+    def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device, gradients=None) -> None:
+        """Prune `model` in place. `calibration` is (nsamples, seqlen) token ids; `gradients` maps target
+        names ('3.mlp.up_proj') to G (out, in) for methods whose needs_gradients is true."""
 
 
 class LayerPruner(Pruner):
@@ -39,7 +48,7 @@ class LayerPruner(Pruner):
     def prune_linear(self, name: str, weight: torch.Tensor, stats: dict[str, torch.Tensor], spec: Sparsity) -> None:
         """Prune one (out, in) weight in place. `name` is the target name, e.g. '3.mlp.up_proj'."""
 
-    def prune(self, model, calibration, spec, device):
+    def prune(self, model, calibration, spec, device, gradients=None):
         def prune_block(index, _block, targets, stats):
             for name, linear in targets.items():
                 self.prune_linear(f"{index}.{name}", linear.weight.data, stats.get(name, {}), spec)

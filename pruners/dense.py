@@ -15,5 +15,5 @@ class Dense(Pruner):
     def needs_calibration(self) -> bool:
         return False
 
-    def prune(self, model, calibration, spec, device):
+    def prune(self, model, calibration, spec, device, gradients=None):
         pass

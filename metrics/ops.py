@@ -1,0 +1,66 @@
+"""The operators of the metric language, with Pruner-Zero's exact semantics (its lib/gptree.py).
+
+Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves: W (out, in)
+weights, X (1, in) input norms, G (out, in) gradient magnitudes; broadcasting lets X meet W. Reductions
+(mms, zsn, the norm in div) run over the whole tensor they receive.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy
+import torch
+
+SEMANTICS = 1  # bump when any meaning below changes: canonical keys and stored fitness depend on it
+LEAVES = ("W", "X", "G")
+LOG_EPS = 1e-3  # log(x) = log(|x| + 1e-3)
+EXP_MAX = 100.0  # exp(x) = exp(min(x, 100))
+
+
+def _mms(x):
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def _zsn(x):
+    return (x - x.mean()) / x.std()
+
+
+# sympy stand-ins for what sympy has no exact name for; they keep structure for canonical keys.
+PLog = sympy.Function("plog")  # log(|x| + 1e-3)
+CExp = sympy.Function("cexp")  # exp(min(x, 100))
+Mms = sympy.Function("mms")
+Zsn = sympy.Function("zsn")
+Frob = sympy.Function("frob", positive=True)  # the Frobenius norm of a whole tensor
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    arity: int
+    torch: Callable  # tensors -> tensor
+    sympy: Callable  # sympy expressions -> sympy expression
+    code: str  # Python over torch, with {0} and {1} for the operands
+
+
+OPS = {
+    op.name: op
+    for op in [
+        Op("sqr", 1, lambda x: x * x, lambda x: x**2, "({0} * {0})"),
+        Op("neg", 1, lambda x: -x, lambda x: -x, "(-{0})"),
+        Op("abs", 1, torch.abs, sympy.Abs, "{0}.abs()"),
+        Op("log", 1, lambda x: torch.log(x.abs() + LOG_EPS), PLog, f"({{0}}.abs() + {LOG_EPS}).log()"),
+        Op("exp", 1, lambda x: torch.exp(x.clamp(max=EXP_MAX)), CExp, f"{{0}}.clamp(max={EXP_MAX}).exp()"),
+        Op("sqrt", 1, lambda x: torch.sqrt(x.abs()), lambda x: sympy.sqrt(sympy.Abs(x)), "{0}.abs().sqrt()"),
+        Op("tanh", 1, torch.tanh, sympy.tanh, "{0}.tanh()"),
+        Op("skp", 1, lambda x: x, lambda x: x, "{0}"),
+        Op("mms", 1, _mms, Mms, "_mms({0})"),
+        Op("zsn", 1, _zsn, Zsn, "_zsn({0})"),
+        Op("add", 2, torch.add, lambda x, y: x + y, "({0} + {1})"),
+        Op("sub", 2, torch.sub, lambda x, y: x - y, "({0} - {1})"),
+        Op("mul", 2, torch.mul, lambda x, y: x * y, "({0} * {1})"),
+        Op("div", 2, lambda x, y: x / torch.linalg.vector_norm(y), lambda x, y: x / Frob(y), "({0} / _norm({1}))"),
+    ]
+}
+ALIASES = {"pow": "sqr"}  # Pruner-Zero has both names for x * x
+
+# sympy leaves: X and G are norms (never negative), W is any real.
+SYMBOLS = {"W": sympy.Symbol("W", real=True), "X": sympy.Symbol("X", nonnegative=True), "G": sympy.Symbol("G", nonnegative=True)}

@@ -1,0 +1,33 @@
+"""sympy forms and canonical keys. Two metrics share a key when their simplified sympy forms agree, up
+to what cannot change a ranking at the root (a positive factor, an added constant)."""
+import hashlib
+
+import sympy
+
+from metrics.ops import OPS, SEMANTICS, SYMBOLS
+from metrics.simplify import simplify
+from metrics.tree import Node
+
+
+def to_sympy(tree: Node) -> sympy.Expr:
+    if not tree.args:
+        return SYMBOLS[tree.op] if tree.op in SYMBOLS else sympy.nsimplify(tree.value)
+    return OPS[tree.op].sympy(*(to_sympy(a) for a in tree.args))
+
+
+def rank_form(tree: Node) -> sympy.Expr:
+    """The sympy form of the simplified tree with a positive factor and an added constant removed."""
+    expr = to_sympy(simplify(tree))
+    constant, rest = expr.as_coeff_Add()
+    if rest != 0:
+        expr = rest
+    factor, rest = expr.as_coeff_Mul()
+    if factor.is_number and factor > 0 and rest != 1:
+        expr = rest
+    return expr
+
+
+def canonical_key(tree: Node) -> str:
+    """16 hex digits: the hash of the rank form and the semantics version."""
+    text = f"{SEMANTICS}:{sympy.srepr(rank_form(tree))}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

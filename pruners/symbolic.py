@@ -1,0 +1,69 @@
+from functools import cached_property
+from typing import ClassVar
+
+from pydantic import ConfigDict, PrivateAttr
+
+import metrics
+from metrics.named import NAMED
+from pruners.base import ScorePruner
+from pruners.errors import InputError
+
+
+def read_metric(text: str) -> metrics.Node:
+    """A named metric (wanda, pruner-zero, ...), a metric file (ours or Pruner-Zero's) or an expression."""
+    try:
+        return NAMED[text].tree if text in NAMED else metrics.load(text)
+    except metrics.MetricError as error:
+        raise InputError(str(error)) from None
+
+
+class Metric(ScorePruner):
+    """Prune with a symbolic metric over W, X and G, unstructured per output row or N:M.
+
+    The metric is simplified first (it prunes the same weights, cheaper) and refused when degenerate.
+    G, the per-weight gradient magnitudes, comes from the gradients package as an argument.
+
+        method: metric
+        options: {metric: "mul(abs(W), X)"}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str] = "metric"
+    metric: str  # a named metric, a metric file or an expression
+    _scorer = PrivateAttr(None)
+    _gradients: dict = PrivateAttr(default_factory=dict)
+
+    @cached_property
+    def tree(self) -> metrics.Node:
+        try:
+            return metrics.check(read_metric(self.metric))
+        except metrics.DegenerateMetric as error:
+            raise InputError(str(error)) from None
+
+    def label(self) -> str:
+        return f"metric:{self.metric}"
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        return ("X",) if "X" in self.tree.leaves() else ()
+
+    @property
+    def needs_gradients(self) -> bool:
+        return "G" in self.tree.leaves()
+
+    def prune(self, model, calibration, spec, device, gradients=None):
+        if self.needs_gradients and gradients is None:
+            raise InputError(f"metric {self.metric} uses G: compute it first (evolve gradients)")
+        self._scorer = metrics.compile_metric(self.tree)
+        self._gradients = gradients or {}
+        super().prune(model, calibration, spec, device, gradients)
+
+    def score(self, name, weight, stats):
+        G = self._gradients.get(name)
+        return self._scorer(W=weight, X=stats.get("X"), G=None if G is None else G.to(weight.device))
+
+    def prune_linear(self, name, weight, stats, spec):
+        try:
+            super().prune_linear(name, weight, stats, spec)
+        except FloatingPointError:
+            raise InputError(f"metric {self.tree} yields NaN or Inf on layer {name}") from None

@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+import metrics
+from metrics import parse, simplify
+from metrics.check import DegenerateMetric, check, probe
+from metrics.compile import compile_metric
+from metrics.simplify import RULES
+from pruners import masks
+from pruners.spec import Sparsity
+
+# (metric, its simplified form, a rule that must fire)
+CASES = [
+    ("mul(skp(W), X)", "mul(W, X)", "skp(x) -> x"),
+    ("mul(neg(neg(W)), G)", "mul(W, G)", "neg(neg(x)) -> x"),
+    ("mul(abs(neg(W)), X)", "mul(abs(W), X)", "abs(neg(x)) -> abs(x)"),
+    ("mul(abs(sqr(W)), sub(W, G))", "mul(sqr(W), sub(W, G))", "abs(x >= 0) -> x"),
+    ("mul(sqr(neg(W)), sub(W, G))", "mul(sqr(W), sub(W, G))", "sqr(neg|abs(x)) -> sqr(x)"),
+    ("add(sqrt(neg(W)), log(abs(G)))", "add(sqrt(W), log(G))", "sqrt|log(neg|abs(x)) -> sqrt|log(x)"),
+    ("mul(sqrt(sqr(W)), X)", "mul(abs(W), X)", "sqrt(sqr(x)) -> abs(x)"),
+    ("mul(exp(log(W)), X)", "mul(add(abs(W), 0.001), X)", "exp(log(x)) -> add(abs(x), 0.001)"),
+    ("add(mul(W, W), G)", "add(sqr(W), G)", "mul(x, x) -> sqr(x)"),
+    ("add(sub(G, G), W)", "W", "sub(x, x) -> 0"),
+    ("mul(add(W, neg(G)), X)", "mul(sub(W, G), X)", "add(x, neg(y)) -> sub(x, y)"),
+    ("mul(sub(W, neg(G)), X)", "mul(add(W, G), X)", "sub(x, neg(y)) -> add(x, y)"),
+    ("mul(div(W, neg(G)), X)", "mul(div(W, G), X)", "div(x, neg|abs(y)) -> div(x, y)"),
+    ("mul(mms(zsn(G)), W)", "mul(mms(G), W)", "mms|zsn(mms|zsn(x)) -> mms|zsn(x)"),
+    ("mul(add(2, 3), sub(W, G))", "sub(W, G)", "constant folding"),
+    ("mms(mul(abs(W), X))", "mul(abs(W), X)", "mms|zsn|skp(f) -> f"),
+    ("div(sub(W, G), X)", "sub(W, G)", "div(f, y) -> f"),
+    ("mul(3, sub(W, G))", "sub(W, G)", "mul(c > 0, f) -> f"),
+    ("mul(sub(W, G), -2)", "neg(sub(W, G))", "mul(c < 0, f) -> neg(f)"),
+    ("sub(mul(W, X), 7)", "mul(W, X)", "add|sub(f, c) -> f"),
+    ("add(1, mul(W, X))", "mul(W, X)", "add(c, f) -> f"),
+    ("sub(1, mul(W, X))", "neg(mul(W, X))", "sub(c, f) -> neg(f)"),
+    ("sqr(mul(W, X))", "abs(mul(W, X))", "sqr|sqrt|log(f) -> abs(f)"),
+    ("exp(mul(W, X))", "mul(W, X)", "exp(f) -> f"),
+    ("tanh(mul(W, G))", "mul(W, G)", "tanh(f) -> f"),
+]
+
+
+def test_every_rule_has_a_case():
+    assert {rule for *_, rule in CASES} == {rule.name for rule in RULES}
+
+
+@pytest.mark.parametrize("before, after, rule", CASES)
+def test_rule(before, after, rule):
+    fired = []
+    assert simplify(parse(before), fired) == parse(after)
+    assert rule in fired
+
+
+@pytest.mark.parametrize("before, after, rule", CASES)
+def test_rule_keeps_the_mask(before, after, rule):
+    """A simplified metric prunes exactly the weights its original prunes (per row, per layer and 2:4)."""
+    stats = probe(rows=32, cols=64, seed=1)
+    stats["W"] = stats["W"] * 10  # |W| around 0.5: exp and tanh stay far from saturation
+    a = compile_metric(parse(before))(**stats)
+    b = compile_metric(parse(after))(**stats)
+    for spec in (Sparsity.parse("unstructured", 0.5, "row"), Sparsity.parse("unstructured", 0.3, "layer"), Sparsity.parse("2:4")):
+        assert torch.equal(masks.mask(a, spec), masks.mask(b, spec)), spec
+
+
+def test_inside_a_product_rank_maps_stay():
+    assert simplify(parse("mul(W, mms(G))")) == parse("mul(W, mms(G))")
+    assert simplify(parse("add(W, sqr(G))")) == parse("add(W, sqr(G))")
+
+
+def test_metrics_with_one_key_give_one_mask():
+    expressions = [
+        "mul(abs(W), X)", "mul(X, abs(W))", "mms(mul(abs(W), X))", "sqr(mul(W, X))", "zsn(sqrt(mul(W, X)))",
+        "mul(abs(W), G)", "sqr(mul(W, G))", "div(mul(G, abs(W)), X)", "log(mul(W, G))",
+        "mul(sqr(W), mms(G))", "mul(abs(mul(W, W)), mms(G))", "mul(mms(G), sqr(neg(W)))",
+        "abs(W)", "sqrt(sqr(W))", "exp(log(W))", "mul(2, abs(W))",
+    ]
+    stats = probe(rows=32, cols=64, seed=2)
+    spec = Sparsity.parse("unstructured", 0.5, "row")
+    by_key = {}
+    for e in expressions:
+        by_key.setdefault(metrics.canonical_key(parse(e)), []).append(e)
+    assert len(by_key) == 4  # Wanda, Taylor, Pruner-Zero, magnitude
+    for group in by_key.values():
+        first = masks.mask(compile_metric(parse(group[0]))(**stats), spec)
+        for other in group[1:]:
+            assert torch.equal(first, masks.mask(compile_metric(parse(other))(**stats), spec)), (group[0], other)
+
+
+def test_different_rankings_get_different_keys():
+    keys = {metrics.canonical_key(parse(e)) for e in ["mul(abs(W), X)", "mul(W, X)", "neg(mul(abs(W), X))", "mul(abs(W), mms(G))"]}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("X", "X alone"),
+        ("sqr(mms(X))", "X alone"),
+        ("div(X, W)", "X alone"),
+        ("sub(W, W)", "no leaf at all"),
+        ("add(3, 4)", "no leaf at all"),
+        ("mul(W, sub(X, X))", "constant within a row"),
+        ("mul(tanh(exp(exp(exp(G)))), X)", "ranks every row alike"),
+        ("div(W, sub(G, G))", "NaN or Inf"),
+    ],
+)
+def test_degenerate_metrics_are_found_without_a_model(text, why):
+    with pytest.raises(DegenerateMetric, match=why):
+        check(parse(text))
+
+
+def test_useful_metrics_pass_the_check():
+    for text in ["abs(W)", "mul(abs(W), X)", "mul(abs(mul(W, W)), mms(G))", "G", "mul(X, G)"]:
+        check(parse(text))
