@@ -2,11 +2,13 @@
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 import pruners
 from evolve import config as configuration
+from evolve import results
 from evolve.bench import Row, Workbench, check_save_dir, say, table_header, table_row
 from metrics import MetricError
 from pruners.device import peak_memory_bytes, reset_peak_memory
@@ -14,7 +16,7 @@ from pruners.errors import InputError
 from pruners.spec import Sparsity
 
 
-def _data_flags(parser: argparse.ArgumentParser) -> None:
+def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     parser.add_argument("--config", help="YAML file (see configs/); flags override it")
     parser.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
     parser.add_argument("--dtype", dest="model.dtype", help="auto, float32, float16, bfloat16")
@@ -23,7 +25,8 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", dest="data.eval", help="evaluation text, same choices")
     parser.add_argument("--nsamples", dest="data.nsamples", type=int, help="calibration windows (default 128)")
     parser.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per window (default: context, at most 2048)")
-    parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
+    if seed:
+        parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
 
 
@@ -62,6 +65,23 @@ def parser() -> argparse.ArgumentParser:
 
     grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
     _data_flags(grads)
+
+    search = sub.add_parser("search", help="discover a metric by genetic programming (resumable)")
+    _data_flags(search, seed=False)
+    search.add_argument("--generations", dest="search.generations", type=int)
+    search.add_argument("--population", dest="search.population", type=int)
+    search.add_argument("--seed", dest="search.seed", type=int, help="the evolution's seed (default 0)")
+    search.add_argument("--sparsity", dest="search.sparsities", type=_floats, help="fitness points, comma list (default 0.5)")
+    search.add_argument("--pattern", dest="search.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8")
+    search.add_argument("--fitness-tokens", dest="search.fitness_tokens", type=int, help="evaluation tokens per candidate")
+    search.add_argument("--workers", dest="search.workers", type=int, help="Ray workers, each with a model (default 1)")
+    search.add_argument("--ray-address", dest="search.ray_address", help="join a Ray cluster (auto or host:port)")
+    search.add_argument("--serial", dest="search.serial", action="store_true", default=None, help="no Ray: evaluate here")
+    search.add_argument("--out", dest="out", help="the run folder (default results/search-<time>)")
+    search.add_argument("--resume", dest="resume", help="continue the run in this folder")
+
+    show = sub.add_parser("show", help="a run's hall of fame and Pareto front")
+    show.add_argument("run", help="a run folder")
 
     compare = sub.add_parser("compare", help="several methods on the same model, samples and tokens, as one table")
     _data_flags(compare)
@@ -127,14 +147,56 @@ def compare(cfg: configuration.Config) -> None:
             print(table_row(row), flush=True)
 
 
-COMMANDS = {"baseline": baseline, "apply": apply, "gradients": compute_gradients, "compare": compare}
+def search(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:
+    from evolve.search import Search, fitness_setup
+    from evolve.workers import RayPool, SerialPool
+
+    fitness_setup(cfg).specs()  # bad sparsity points fail before any folder is made
+
+    run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"run folder {run_dir} is not empty; continue it with --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.save_config(run_dir, cfg)
+    s = cfg.search
+    factory = (lambda setup: SerialPool(setup, say)) if s.serial else (
+        lambda setup: RayPool(setup, s.workers, s.ray_address, s.timeout_s, say)
+    )
+    engine = Search(cfg, run_dir, factory, log=lambda line: print(line, flush=True))
+    for sibling in run_dir.parent.glob(f"*/{engine.store_name}"):
+        if sibling.parent != run_dir and (taken := engine.store.absorb(str(sibling))):
+            say(f"reusing {taken} evaluations from {sibling.parent}")
+    best = engine.run(resume=bool(resume))
+    if best:
+        print(f"best: {best['expression']}  perplexity {best['fitness']:.3f}  -> {run_dir / 'best_metric.json'}")
+
+
+def show(cfg: configuration.Config, run: str) -> None:
+    folder = Path(run)
+    if not (folder / "hall_of_fame.csv").is_file():
+        raise InputError(f"{run} is not a run folder (no hall_of_fame.csv)")
+    print(results.show(folder))
+
+
+COMMANDS = {
+    "baseline": baseline, "apply": apply, "gradients": compute_gradients, "compare": compare, "search": search, "show": show,
+}
+
+
+def _run_config(run: str) -> str:
+    folder = Path(run)
+    if not (folder / "config.yaml").is_file() or not (folder / "checkpoint.pkl").is_file():
+        raise InputError(f"{run} is not a run folder to resume (no config.yaml and checkpoint.pkl)")
+    return str(folder / "config.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
-    command, path = args.pop("command"), args.pop("config")
+    command, path = args.pop("command"), args.pop("config", None)
     positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
     try:
+        if positional.get("resume"):
+            path = _run_config(positional["resume"])
         cfg = configuration.load(path, args)
         torch.manual_seed(cfg.data.seed)
         COMMANDS[command](cfg, **positional)

@@ -42,11 +42,36 @@ class CompareConfig(Section):
     patterns: list[str] = ["unstructured"]
 
 
+class SearchConfig(Section):
+    generations: int = Field(8, ge=0)
+    population: int = Field(16, ge=2)
+    seed: int = 0  # the evolution's random seed (calibration sampling has data.seed)
+    crossover: float = Field(0.6, ge=0, le=1)  # probability per pair of offspring
+    mutation: float = Field(0.3, ge=0, le=1)  # probability per offspring
+    tournament: int = Field(3, ge=1)
+    elites: int = Field(2, ge=0)  # best individuals copied unchanged into the next generation
+    init_min_height: int = Field(1, ge=0)
+    init_max_height: int = Field(3, ge=0)
+    max_height: int = Field(6, ge=1)  # DEAP's static limit against bloat
+    sparsities: list[float] = [0.5]  # unstructured points of the fitness, per output row
+    patterns: list[str] = ["unstructured"]  # add "2:4" for a fitness that also covers N:M
+    fitness_tokens: int = Field(2048, gt=0)  # from the evaluation split: never seen by calibration
+    early_stop: float = Field(3.0, ge=0)  # stop a candidate whose first windows exceed this times the best; 0: never
+    early_windows: int = Field(1, ge=1)
+    recalibrate: bool = False  # True: X gathered block by block from the pruned model per candidate (slow)
+    seed_metrics: list[str] = []  # expressions placed in the initial population
+    workers: int = Field(1, ge=1)
+    ray_address: str | None = None  # None: a local Ray instance; "auto" or host:port joins a cluster
+    serial: bool = False  # evaluate in this process, without Ray
+    timeout_s: float = Field(1800, gt=0)  # per candidate, on Ray
+
+
 class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     prune: PruneConfig = PruneConfig()
     compare: CompareConfig = CompareConfig()
+    search: SearchConfig = SearchConfig()
     save: str | None = None  # folder for the pruned model and its report
     force: bool = False  # overwrite a non-empty save folder
 

@@ -93,8 +93,10 @@ def calibration_samples(tokenizer, text: str, nsamples: int, seqlen: int, seed: 
     n = ids.numel()
     if n <= seqlen + 1:
         raise InputError(f"calibration text has {n} tokens, not enough for windows of {seqlen}")
-    random.seed(seed)
-    starts = [random.randint(0, n - seqlen - 1) for _ in range(nsamples)]
+    # Its own generator, drawing what random.seed(seed); random.randint(...) draws, without resetting the
+    # global one that the search's evolution runs on.
+    rng = random.Random(seed)
+    starts = [rng.randint(0, n - seqlen - 1) for _ in range(nsamples)]
     return torch.stack([ids[i : i + seqlen] for i in starts])
 
 

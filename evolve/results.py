@@ -1,0 +1,114 @@
+"""The run folder: everything a person (or `evolve show`) needs, rewritten after every generation.
+
+config.yaml, evaluations.sqlite, logbook.csv, hall_of_fame.csv/.json (complexity, fitness, expression,
+key, generation found), pareto.csv (complexity vs perplexity), best_metric.json (for `evolve apply`),
+fitness.png and pareto.png."""
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+import metrics
+
+HALL_OF_FAME = 20
+COLUMNS = ("complexity", "fitness", "expression", "key", "generation")
+
+
+def progress(total: int, generation: int):
+    """A bar per generation on a terminal; nothing when the output is a file or a pipe."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"gen {generation}", leave=False, disable=not sys.stderr.isatty())
+
+
+def hall_of_fame(seen: dict, size: int = HALL_OF_FAME) -> list[dict]:
+    return sorted(seen.values(), key=lambda e: (e["fitness"], e["complexity"]))[:size]
+
+
+def pareto(seen: dict) -> list[dict]:
+    """Best fitness at each complexity that beats every simpler metric, with PySR's score: the drop in
+    log perplexity per added node against the previous point (higher is a better trade-off)."""
+    front, best = [], math.inf
+    for entry in sorted(seen.values(), key=lambda e: (e["complexity"], e["fitness"])):
+        if entry["fitness"] < best:
+            best = entry["fitness"]
+            score = 0.0
+            if front:
+                prev = front[-1]
+                score = (math.log(prev["fitness"]) - math.log(entry["fitness"])) / (entry["complexity"] - prev["complexity"])
+            front.append({**entry, "score": score})
+    return front
+
+
+def _csv(path: Path, rows: list[dict], columns) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
+    if logbook:
+        _csv(run_dir / "logbook.csv", logbook, logbook[0].keys())
+    fame = hall_of_fame(seen)
+    _csv(run_dir / "hall_of_fame.csv", fame, COLUMNS)
+    (run_dir / "hall_of_fame.json").write_text(json.dumps(fame, indent=2) + "\n")
+    front = pareto(seen)
+    _csv(run_dir / "pareto.csv", front, (*COLUMNS, "score"))
+    if fame:
+        best = fame[0]
+        metrics.save(
+            str(run_dir / "best_metric.json"), metrics.parse(best["expression"]),
+            fitness={"perplexity": best["fitness"], "generation": best["generation"], "context": asdict(setup)},
+        )
+    plot(run_dir, logbook, front)
+
+
+def plot(run_dir: Path, logbook: list[dict], front: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if logbook:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        gens = [r["generation"] for r in logbook]
+        ax.plot(gens, [r["best"] for r in logbook], marker="o", label="best")
+        medians = [r["median"] for r in logbook]
+        if all(math.isfinite(m) for m in medians):
+            ax.plot(gens, medians, marker=".", label="median")
+        ax.set(xlabel="generation", ylabel="fitness (perplexity)", yscale="log", title="fitness over generations")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "fitness.png", dpi=100)
+        plt.close(fig)
+    if front:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.step([e["complexity"] for e in front], [e["fitness"] for e in front], where="post", marker="o")
+        for e in front:
+            ax.annotate(e["expression"], (e["complexity"], e["fitness"]), fontsize=6)
+        ax.set(xlabel="complexity (nodes)", ylabel="perplexity", yscale="log", title="Pareto front")
+        fig.tight_layout()
+        fig.savefig(run_dir / "pareto.png", dpi=100)
+        plt.close(fig)
+
+
+def save_config(run_dir: Path, cfg) -> None:
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+def show(run_dir: Path) -> str:
+    """The hall of fame and the Pareto front as markdown, read from the run folder's CSV files alone."""
+    lines = []
+    for title, name in (("hall of fame", "hall_of_fame.csv"), ("Pareto front", "pareto.csv")):
+        with (run_dir / name).open() as f:
+            rows = list(csv.DictReader(f))
+        lines += [f"## {title}", "", "| " + " | ".join(rows[0].keys() if rows else COLUMNS) + " |"]
+        lines.append("|" + "---|" * len(rows[0] if rows else COLUMNS))
+        lines += ["| " + " | ".join(r.values()) + " |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,259 @@
+"""The search: DEAP genetic programming over metric trees, one generation per page of this loop.
+
+Initial trees by half-and-half; tournament selection, one-point crossover, node or subtree mutation,
+elitism and a height limit. Every offspring is simplified; degenerate ones and duplicates (by canonical
+key) never reach a worker, and anything the store already holds is not evaluated again. After every
+generation the population and the random state are checkpointed, so `--resume` ends exactly where an
+uninterrupted run ends."""
+import json
+import operator
+import pickle
+import random
+import sys
+import time
+from pathlib import Path
+
+from deap import base, creator, gp, tools
+
+import metrics
+from evolve import results
+from evolve.config import Config
+from evolve.fitness import FitnessSetup
+from evolve.store import WORST, Evaluation, Store
+from metrics.ops import OPS
+
+CHECKPOINT = "checkpoint.pkl"
+DATABASE = "evaluations.sqlite"
+
+
+def primitive_set() -> gp.PrimitiveSet:
+    pset = gp.PrimitiveSet("metric", 3)
+    pset.renameArguments(ARG0="W", ARG1="X", ARG2="G")
+    for op in OPS.values():
+        pset.addPrimitive(op.torch, op.arity, name=op.name)
+    return pset
+
+
+if not hasattr(creator, "MetricFitness"):
+    creator.create("MetricFitness", base.Fitness, weights=(-1.0,))  # perplexity: lower is better
+    creator.create("MetricTree", gp.PrimitiveTree, fitness=creator.MetricFitness)
+
+
+def fitness_setup(cfg: Config) -> FitnessSetup:
+    s, d, m = cfg.search, cfg.data, cfg.model
+    points = []
+    for pattern in s.patterns:
+        points += [f"{x:g}" for x in s.sparsities] if pattern == "unstructured" else [pattern]
+    return FitnessSetup(
+        model=m.name, dtype=m.dtype, device=m.device, calib=d.calib, eval=d.eval, nsamples=d.nsamples,
+        seqlen=d.seqlen, seed=d.seed, batch_size=d.batch_size, points=tuple(points),
+        fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
+    )
+
+
+class Search:
+    def __init__(self, cfg: Config, run_dir: Path, pool_factory, log=print):
+        self.cfg, self.dir, self.log = cfg, run_dir, log
+        self.pset = primitive_set()
+        s = cfg.search
+        tb = base.Toolbox()
+        tb.register("expr", gp.genHalfAndHalf, pset=self.pset, min_=s.init_min_height, max_=s.init_max_height)
+        tb.register("individual", tools.initIterate, creator.MetricTree, tb.expr)
+        tb.register("select", tools.selTournament, tournsize=s.tournament)
+        tb.register("mate", gp.cxOnePoint)
+        tb.register("subtree", gp.genFull, min_=0, max_=2)
+        tb.register("mutate", self._mutate)
+        limit = gp.staticLimit(key=operator.attrgetter("height"), max_value=s.max_height)
+        tb.decorate("mate", limit)
+        tb.decorate("mutate", limit)
+        self.tb = tb
+        self.setup = fitness_setup(cfg)
+        self.store_name = DATABASE
+        self.store = Store(str(run_dir / DATABASE), self.setup.context())
+        self.pool_factory = pool_factory
+        self.pool = None
+
+    # --- trees ---------------------------------------------------------------------------------
+    def _mutate(self, ind):
+        if random.random() < 0.5:
+            return gp.mutNodeReplacement(ind, pset=self.pset)
+        return gp.mutUniform(ind, expr=self.tb.subtree, pset=self.pset)
+
+    def individual(self, node: metrics.Node):
+        return creator.MetricTree(gp.PrimitiveTree.from_string(str(node), self.pset))
+
+    def simplified(self, ind):
+        """The offspring as its simplest equivalent tree (same mask, fewer nodes); keeps a valid fitness."""
+        node = metrics.simplify(metrics.parse(str(ind)))
+        if str(node) == str(ind):
+            return ind
+        out = self.individual(node)
+        if ind.fitness.valid:
+            out.fitness.values = ind.fitness.values
+        return out
+
+    def initial_population(self) -> list:
+        s = self.cfg.search
+        pop, keys = [], set()
+        candidates = [self.individual(metrics.parse(e)) for e in s.seed_metrics]
+        for _ in range(200 * s.population):
+            if len(pop) == s.population:
+                break
+            ind = self.simplified(candidates.pop(0) if candidates else self.tb.individual())
+            node = metrics.parse(str(ind))
+            try:
+                metrics.check(node)
+            except metrics.DegenerateMetric:
+                continue
+            key = metrics.canonical_key(node)
+            if key not in keys:
+                keys.add(key)
+                pop.append(ind)
+        return pop
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, population: list, threshold: float | None) -> dict:
+        """Fitness for every individual without one; returns the generation's counters."""
+        counts = {"evaluations": 0, "cache_hits": 0, "rejected": 0}
+        fitness, jobs = {}, {}
+        for ind in population:
+            if ind.fitness.valid:
+                continue
+            node = metrics.parse(str(ind))
+            key = metrics.canonical_key(node)
+            ind.key = key
+            if key in fitness or key in jobs:
+                counts["cache_hits"] += 1
+                continue
+            try:
+                metrics.check(node)
+            except metrics.DegenerateMetric:
+                fitness[key] = WORST
+                counts["rejected"] += 1
+                continue
+            stored = self.store.get(key)
+            if stored is not None:
+                fitness[key] = stored.fitness
+                counts["cache_hits"] += 1
+            else:
+                jobs[key] = str(node)
+        if jobs:
+            if self.pool is None:
+                self.pool = self.pool_factory(self.setup)
+            progress = results.progress(len(jobs), self.generation)
+
+            def on_result(job, result):
+                key, expression = job
+                tree = json.dumps(metrics.tree.to_pruner_zero(metrics.parse(expression)))
+                self.store.put(Evaluation(key=key, expression=expression, tree=tree, **result))
+                fitness[key] = result["fitness"]
+                counts["evaluations"] += 1
+                progress.update(1)
+
+            self.pool.map(list(jobs.items()), threshold, on_result)
+            progress.close()
+        for ind in population:
+            if not ind.fitness.valid:
+                ind.fitness.values = (fitness[ind.key],)
+        return counts
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def checkpoint(self, population) -> None:
+        state = {
+            "generation": self.generation,
+            "population": [(str(ind), ind.fitness.values[0]) for ind in population],
+            "random": random.getstate(),
+            "seen": self.seen,
+            "logbook": self.logbook,
+        }
+        partial = self.dir / (CHECKPOINT + ".partial")
+        partial.write_bytes(pickle.dumps(state))
+        partial.replace(self.dir / CHECKPOINT)
+
+    def restore(self):
+        state = pickle.loads((self.dir / CHECKPOINT).read_bytes())
+        random.setstate(state["random"])
+        self.generation, self.seen, self.logbook = state["generation"], state["seen"], state["logbook"]
+        population = []
+        for expression, value in state["population"]:
+            ind = self.individual(metrics.parse(expression))
+            ind.fitness.values = (value,)
+            population.append(ind)
+        return population
+
+    def remember(self, population) -> None:
+        """Every distinct metric seen, with the generation it first appeared in: hall of fame and Pareto front."""
+        for ind in population:
+            key = getattr(ind, "key", None) or metrics.canonical_key(metrics.parse(str(ind)))
+            if key not in self.seen and ind.fitness.values[0] < WORST:
+                self.seen[key] = {
+                    "key": key, "expression": str(ind), "fitness": ind.fitness.values[0],
+                    "complexity": len(ind), "generation": self.generation,
+                }
+
+    def record(self, population, counts, seconds) -> None:
+        values = sorted(ind.fitness.values[0] for ind in population)
+        best = min(population, key=lambda ind: ind.fitness.values[0])
+        row = {
+            "generation": self.generation, **counts, "best": values[0], "median": values[len(values) // 2],
+            "best_expression": str(best), "seconds": round(seconds, 2),
+        }
+        self.logbook.append(row)
+        self.log(
+            f"gen {self.generation:3d}  best {row['best']:.3f}  median {row['median']:.3f}  evaluated {counts['evaluations']}"
+            f"  cached {counts['cache_hits']}  rejected {counts['rejected']}  {seconds:.0f}s  {row['best_expression']}"
+        )
+        results.write(self.dir, self.logbook, self.seen, self.cfg, self.setup)
+
+    def threshold(self, population) -> float | None:
+        """Perplexity above which a candidate counts as clearly bad after its first windows."""
+        if not self.cfg.search.early_stop:
+            return None
+        best = min((ind.fitness.values[0] for ind in population if ind.fitness.valid), default=WORST)
+        return best * self.cfg.search.early_stop if best < WORST else None
+
+    def run(self, resume: bool) -> dict:
+        s = self.cfg.search
+        try:
+            if resume and (self.dir / CHECKPOINT).is_file():
+                population = self.restore()
+                self.log(f"resuming after generation {self.generation} ({self.store.count()} evaluations stored)")
+            else:
+                random.seed(s.seed)
+                self.generation, self.seen, self.logbook = 0, {}, []
+                population = self.initial_population()
+                start = time.perf_counter()
+                counts = self.evaluate(population, None)
+                self.remember(population)
+                self.record(population, counts, time.perf_counter() - start)
+                self.checkpoint(population)
+            while self.generation < s.generations:
+                start = time.perf_counter()
+                threshold = self.threshold(population)
+                self.generation += 1
+                elites = [self.tb.clone(ind) for ind in tools.selBest(population, s.elites)]
+                offspring = [self.tb.clone(ind) for ind in self.tb.select(population, len(population) - s.elites)]
+                offspring = self.vary(offspring)
+                population = elites + [self.simplified(ind) for ind in offspring]
+                counts = self.evaluate(population, threshold)
+                self.remember(population)
+                self.record(population, counts, time.perf_counter() - start)
+                self.checkpoint(population)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+            self.store.close()
+        return min(self.seen.values(), key=lambda e: e["fitness"]) if self.seen else {}
+
+    def vary(self, offspring: list) -> list:
+        """DEAP's varAnd: crossover on pairs, then mutation, each with its probability."""
+        s = self.cfg.search
+        for i in range(1, len(offspring), 2):
+            if random.random() < s.crossover:
+                offspring[i - 1], offspring[i] = self.tb.mate(offspring[i - 1], offspring[i])
+                del offspring[i - 1].fitness.values, offspring[i].fitness.values
+        for i in range(len(offspring)):
+            if random.random() < s.mutation:
+                (offspring[i],) = self.tb.mutate(offspring[i])
+                del offspring[i].fitness.values
+        return offspring

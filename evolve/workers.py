@@ -1,0 +1,131 @@
+"""Evaluators: where candidates are evaluated. Both take a list of (key, expression) jobs and report each
+result through a callback the moment it is known, so the store commits it at once.
+
+SerialPool runs in this process (tests, debugging). RayPool keeps one FitnessEvaluator per Ray actor;
+an actor that dies is restarted and its candidate retried once, one that runs past the timeout is
+killed and its candidate recorded as a timeout: the search never stops because of one worker."""
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from evolve.fitness import FitnessEvaluator, FitnessSetup
+from evolve.store import WORST
+from pruners.device import default_threads
+from pruners.errors import InputError
+
+Job = tuple[str, str]  # (canonical key, expression)
+OnResult = Callable[[Job, dict], None]
+
+
+def failure(status: str, error: str, seconds: float = 0.0) -> dict:
+    return {"fitness": WORST, "status": status, "error": error, "points": "{}", "seconds": seconds}
+
+
+class SerialPool:
+    def __init__(self, setup: FitnessSetup, log=print):
+        self.evaluator = FitnessEvaluator(setup, log)
+        self.workers = 1
+
+    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult) -> None:
+        for job in jobs:
+            on_result(job, {**self.evaluator.evaluate(job[1], threshold), "worker": "serial"})
+
+    def close(self) -> None:
+        pass
+
+
+class _Actor:
+    """The body of a Ray actor: a FitnessEvaluator with the torch threads this actor was given."""
+
+    def __init__(self, setup: FitnessSetup, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.evaluator = FitnessEvaluator(setup)
+        self.name = f"{os.uname().nodename}:{os.getpid()}"
+
+    def evaluate(self, expression: str, threshold):
+        return {**self.evaluator.evaluate(expression, threshold), "worker": self.name}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot reach Ray at {address}: {getattr(error, 'strerror', None) or error}") from None
+
+
+class RayPool:
+    def __init__(self, setup: FitnessSetup, workers: int, address: str | None, timeout_s: float, log=print):
+        import ray
+
+        self.ray = ray
+        if address and address != "auto" and not address.startswith("ray://"):
+            _reachable(address)  # ray.init keeps retrying an address where nothing listens
+        try:
+            if not ray.is_initialized():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise InputError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
+        local = address is None
+        threads = default_threads(workers) if local else 1
+        options = {"num_cpus": threads, "max_restarts": 0}
+        if setup.device.startswith("cuda") or (setup.device == "auto" and torch.cuda.is_available()):
+            options["num_gpus"] = 1  # each actor keeps a model on its own GPU
+        if setup.device == "hpu":
+            options["resources"] = {"HPU": 1}
+        actor = ray.remote(_Actor).options(**options)
+        self.make = lambda: actor.remote(setup, threads)
+        self.workers = workers
+        self.timeout_s = timeout_s
+        log(f"starting {workers} Ray worker(s), {threads} torch thread(s) each")
+        # The first worker fills the on-disk caches (converted model, G) before the others start.
+        self.actors = [self.make()]
+        ray.get(self.actors[0].pid.remote())
+        self.actors += [self.make() for _ in range(workers - 1)]
+
+    def restart(self, i: int) -> None:
+        self.ray.kill(self.actors[i], no_restart=True)
+        self.actors[i] = self.make()
+
+    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult) -> None:
+        ray = self.ray
+        pending = deque((job, 0) for job in jobs)
+        idle = deque(range(len(self.actors)))
+        running = {}  # ref -> (actor index, job, attempt, start)
+        while pending or running:
+            while pending and idle:
+                (job, attempt), i = pending.popleft(), idle.popleft()
+                running[self.actors[i].evaluate.remote(job[1], threshold)] = (i, job, attempt, time.monotonic())
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in done:
+                i, job, attempt, start = running.pop(ref)
+                try:
+                    on_result(job, ray.get(ref))
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+                    self.restart(i)
+                    if attempt == 0:
+                        pending.appendleft((job, 1))
+                    else:
+                        message = f"worker died twice: {type(error).__name__}"
+                        on_result(job, {**failure("error", message, time.monotonic() - start), "worker": ""})
+                idle.append(i)
+            now = time.monotonic()
+            for ref, (i, job, attempt, start) in list(running.items()):
+                if now - start > self.timeout_s:
+                    running.pop(ref)
+                    self.restart(i)
+                    on_result(job, {**failure("timeout", f"no result after {self.timeout_s:.0f} s", now - start), "worker": ""})
+                    idle.append(i)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)

@@ -1,0 +1,106 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import evolve.fitness
+from evolve import config as configuration
+from evolve.search import Search
+from evolve.store import WORST, Store
+from evolve.workers import SerialPool
+
+
+def search_config(model_dir: str, **search) -> configuration.Config:
+    return configuration.Config.model_validate({
+        "model": {"name": model_dir},
+        "data": {"nsamples": 4, "seqlen": 32},
+        "search": {"population": 6, "generations": 3, "fitness_tokens": 128, "serial": True, **search},
+    })
+
+
+def run(cfg, folder: Path, pool_factory=None) -> Search:
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = Search(cfg, folder, pool_factory or (lambda setup: SerialPool(setup, log=lambda _: None)), log=lambda _: None)
+    engine.run(resume=False)
+    return engine
+
+
+def hall(folder: Path) -> list[dict]:
+    with (folder / "hall_of_fame.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path):
+    a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    run(search_config(tiny_dir), a)
+    run(search_config(tiny_dir), b)
+    assert hall(a) == hall(b) and len(hall(a)) > 3
+    for name in ("logbook.csv", "hall_of_fame.json", "pareto.csv", "best_metric.json", "fitness.png", "pareto.png"):
+        assert (a / name).is_file(), name
+    with (a / "logbook.csv").open() as f:
+        assert [int(r["generation"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    best = min(float(r["fitness"]) for r in hall(a))
+    assert float(hall(a)[0]["fitness"]) == best
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path):
+    whole, killed = tmp_path / "whole" / "run", tmp_path / "killed" / "run"
+    run(search_config(tiny_dir, generations=4), whole)
+    argv = [sys.executable, "-m", "evolve", "search", "--model", tiny_dir, "--nsamples", "4", "--seqlen", "32",
+            "--population", "6", "--generations", "4", "--fitness-tokens", "128", "--serial", "--out", str(killed)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:  # kill once generation 1 is checkpointed and 2 has begun
+        if (killed / "logbook.csv").is_file() and (killed / "logbook.csv").read_text().count("\n") >= 3:
+            stored = Store(str(killed / "evaluations.sqlite"), {}).db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+            if stored > 0:
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    resumed = subprocess.run([sys.executable, "-m", "evolve", "search", "--resume", str(killed)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after generation" in resumed.stdout
+    assert hall(killed) == hall(whole)
+    count = lambda d: Store(str(d / "evaluations.sqlite"), {}).db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    assert count(killed) == count(whole)  # a repeated evaluation would have failed its INSERT
+
+
+class NaNOnce(evolve.fitness.FitnessEvaluator):
+    """Every pruned model whose metric mentions G gives NaN logits: a candidate gone bad mid-search."""
+
+    def prune(self, tree, spec):
+        super().prune(tree, spec)
+        if "G" in str(tree):
+            next(iter(self.targets.values())).weight.data.fill_(float("nan"))
+
+
+def test_a_nan_candidate_does_not_stop_the_search(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("evolve.workers.FitnessEvaluator", NaNOnce)
+    cfg = search_config(tiny_dir, seed_metrics=["mul(abs(W), G)", "mul(abs(W), X)"])
+    engine = run(cfg, tmp_path / "nan")
+    store = Store(str(tmp_path / "nan" / "evaluations.sqlite"), {})
+    rows = store.db.execute("SELECT expression, fitness, status FROM evaluations").fetchall()
+    assert ("mul(abs(W), G)", WORST, "nan") in rows
+    assert any(status == "ok" for *_, status in rows)
+    assert all("G" not in r["expression"] for r in hall(tmp_path / "nan"))
+
+
+def test_bad_search_input_is_one_line(tmp_path, capsys):
+    from evolve.cli import main
+
+    assert main(["search", "--population", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "search.population" in capsys.readouterr().err
+    assert main(["search", "--resume", str(tmp_path)]) == 2
+    assert "is not a run folder to resume" in capsys.readouterr().err
+    assert main(["search", "--pattern", "3:2", "--out", str(tmp_path / "y")]) == 2
+    assert "0 < N < M" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    assert main(["show", str(tmp_path)]) == 2
