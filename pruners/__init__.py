@@ -7,6 +7,7 @@ METHODS = {
     "dense": "pruners.dense:Dense",
     "magnitude": "pruners.magnitude:Magnitude",
     "wanda": "pruners.wanda:Wanda",
+    "sparsegpt": "pruners.sparsegpt:SparseGPT",
     "metric": "pruners.symbolic:Metric",  # also spelled metric:NAME|FILE|EXPRESSION
 }
 

@@ -20,4 +20,20 @@ class InputNorm:
         return (self.sum_sq / self.samples).sqrt().unsqueeze(0)
 
 
-COLLECTORS = {"X": InputNorm}
+class Hessian:
+    """H, (in, in): SparseGPT's 2/N sum of x x^T over every calibration token, N the number of samples."""
+
+    def __init__(self, linear: nn.Linear):
+        self.sum = torch.zeros(linear.in_features, linear.in_features, dtype=torch.float32, device=linear.weight.device)
+        self.samples = 0
+
+    def add(self, x: torch.Tensor) -> None:  # x: (B, T, in)
+        flat = x.reshape(-1, x.shape[-1]).float()  # (B*T, in)
+        self.sum.addmm_(flat.T, flat)
+        self.samples += x.shape[0]
+
+    def result(self) -> torch.Tensor:
+        return self.sum * (2 / self.samples)
+
+
+COLLECTORS = {"X": InputNorm, "H": Hessian}
