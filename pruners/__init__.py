@@ -8,6 +8,7 @@ METHODS = {
     "magnitude": "pruners.magnitude:Magnitude",
     "wanda": "pruners.wanda:Wanda",
     "sparsegpt": "pruners.sparsegpt:SparseGPT",
+    "surgeon": "pruners.surgeon:Surgeon",
     "metric": "pruners.symbolic:Metric",  # also spelled metric:NAME|FILE|EXPRESSION
 }
 

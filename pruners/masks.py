@@ -34,6 +34,8 @@ def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tenso
     """
     if not torch.isfinite(score).all():
         raise FloatingPointError("score has NaN or Inf entries")
+    if spec.pattern == "row-column":
+        raise InputError("pattern row-column removes whole rows and columns: only the surgeon method prunes it")
     rows, cols = score.shape
     score = score.float()
     if spec.nm:

@@ -4,14 +4,14 @@ from dataclasses import dataclass
 
 from pruners.errors import InputError
 
-PATTERNS = ("unstructured", "N:M")
+PATTERNS = ("unstructured", "N:M", "row-column")
 GROUPS = ("row", "layer")
 
 
 @dataclass(frozen=True)
 class Sparsity:
     ratio: float  # share of the weights in each comparison group that become zero
-    pattern: str = "unstructured"  # or "N:M": keep N of every M consecutive inputs of a row
+    pattern: str = "unstructured"  # "N:M": keep N of every M consecutive inputs of a row; "row-column": whole rows and columns
     group: str | None = None  # unstructured only: "row" or "layer"; None takes the method's default
 
     @classmethod
@@ -19,14 +19,14 @@ class Sparsity:
         """ratio None means 0.5 for unstructured, and the implied 1 - N/M for N:M."""
         if group is not None and group not in GROUPS:
             raise InputError(f"unknown comparison group {group!r}; choose row or layer")
-        if pattern == "unstructured":
+        if pattern in ("unstructured", "row-column"):
             ratio = 0.5 if ratio is None else ratio
             if not 0 < ratio < 1:
                 raise InputError(f"sparsity must lie strictly between 0 and 1, got {ratio}")
             return cls(float(ratio), pattern, group)
         match = re.fullmatch(r"(\d+):(\d+)", pattern)
         if not match:
-            raise InputError(f"unknown pattern {pattern!r}; choose unstructured or N:M (e.g. 2:4)")
+            raise InputError(f"unknown pattern {pattern!r}; choose unstructured, N:M (e.g. 2:4) or row-column")
         n, m = int(match[1]), int(match[2])
         if not 0 < n < m:
             raise InputError(f"pattern {pattern}: N:M needs 0 < N < M (N weights kept of every M)")
@@ -39,8 +39,8 @@ class Sparsity:
 
     @property
     def nm(self) -> tuple[int, int] | None:
-        """(N, M) for an N:M pattern, None when unstructured."""
-        if self.pattern == "unstructured":
+        """(N, M) for an N:M pattern, None otherwise."""
+        if ":" not in self.pattern:
             return None
         n, m = self.pattern.split(":")
         return int(n), int(m)
