@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     _data_flags(compare)
     compare.add_argument("--methods", dest="compare.methods", type=_words, help="comma list (default dense,magnitude,wanda)")
     compare.add_argument("--sparsity", dest="compare.sparsities", type=_floats, help="comma list (default 0.5)")
-    compare.add_argument("--pattern", dest="compare.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8")
+    compare.add_argument("--pattern", dest="compare.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8, row-column")
+    compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
     return top
 
 
@@ -123,28 +124,33 @@ def compute_gradients(cfg: configuration.Config) -> None:
 def compare_points(cfg: configuration.Config) -> list[Sparsity]:
     points = []
     for pattern in cfg.compare.patterns:
-        if pattern == "unstructured":
+        if pattern in ("unstructured", "row-column"):
             points += [Sparsity.parse(pattern, s) for s in cfg.compare.sparsities]
         else:
             points.append(Sparsity.parse(pattern))
     return points
 
 
-def compare(cfg: configuration.Config) -> None:
+def compare(cfg: configuration.Config, out: str | None = None) -> None:
     points = compare_points(cfg)
     methods = [pruners.method(name) for name in cfg.compare.methods]
+    folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     bench = Workbench(cfg)
+    rows = []
     print(table_header(), flush=True)
     for method in methods:
         for spec in points[:1] if method.name == "dense" else points:
-            say(f"{method.name} at {spec.label()}")
+            say(f"{method.label()} at {spec.label()}")
             try:
                 row = bench.run(method, spec)
             except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
-                row = Row(method.name, spec.pattern, 0, float("nan"), 0, 0, 0, error=str(error).splitlines()[0])
+                row = Row(method.label(), spec.pattern, 0, float("nan"), 0, 0, 0, error=str(error).splitlines()[0])
             if method.name == "dense":
                 row.pattern = "-"
+            rows.append(row)
             print(table_row(row), flush=True)
+    results.write_compare(folder, rows, cfg)
+    say(f"table, CSV, JSON and plot in {folder}")
 
 
 def search(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:

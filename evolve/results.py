@@ -112,3 +112,25 @@ def show(run_dir: Path) -> str:
         lines += ["| " + " | ".join(r.values()) + " |" for r in rows]
         lines.append("")
     return "\n".join(lines)
+
+
+def write_compare(folder: Path, rows: list, cfg) -> None:
+    """compare.csv, compare.json (rows and configuration) and compare.png (perplexity by method and pattern)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = [asdict(r) for r in rows]
+    _csv(folder / "compare.csv", table, table[0].keys())
+    (folder / "compare.json").write_text(json.dumps({"rows": table, "config": cfg.model_dump()}, indent=2) + "\n")
+    done = [r for r in rows if not r.error]
+    fig, ax = plt.subplots(figsize=(max(5, len(done) * 0.8), 4))
+    labels = [f"{r.method}\n{r.pattern}" for r in done]
+    ax.bar(range(len(done)), [r.perplexity for r in done])
+    ax.set_xticks(range(len(done)), labels, fontsize=7, rotation=30, ha="right")
+    ax.set(ylabel="perplexity", yscale="log", title=f"{cfg.model.name}: perplexity after pruning")
+    fig.tight_layout()
+    fig.savefig(folder / "compare.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,27 @@
+import csv
+import json
+
+from evolve.cli import main
+
+
+def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
+    degenerate = tmp_path / "x_only.json"
+    degenerate.write_text(json.dumps({"data": "sqr", "left": {"data": "X"}}))
+    out = tmp_path / "cmp"
+    methods = f"dense,magnitude,wanda,sparsegpt,surgeon,metric:pruner-zero,metric:{degenerate}"
+    code = main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "256",
+                 "--methods", methods, "--pattern", "unstructured,2:4", "--out", str(out)])
+    assert code == 0
+    with (out / "compare.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["pattern"]) for r in rows] == [("dense", "-")] + [
+        (m, p) for m in ["magnitude", "wanda", "sparsegpt", "surgeon", "metric:pruner-zero", f"metric:{degenerate}"]
+        for p in ["unstructured", "2:4"]
+    ]
+    done = [r for r in rows if not r["error"]]
+    assert len(done) == 11
+    assert all(abs(float(r["sparsity"]) - 0.5) < 0.01 for r in done if r["method"] != "dense")
+    assert all("degenerate" in r["error"] for r in rows if r["error"])
+    printed = capsys.readouterr().out
+    assert printed.count("\n| ") == 13  # header and 13 rows
+    assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
