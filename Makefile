@@ -17,6 +17,9 @@ $(VENV)/installed: pyproject.toml Makefile
 setup: $(VENV)/installed
 
 run: $(VENV)/installed
+	$(BIN)/evolve search --config configs/search-smollm2.yaml
+
+compare: $(VENV)/installed
 	$(BIN)/evolve compare --config configs/smollm2-135m.yaml
 
 test: $(VENV)/installed
@@ -28,4 +31,4 @@ test-all: $(VENV)/installed
 bench: $(VENV)/installed
 	$(BIN)/python benchmarks/run.py
 
-.PHONY: setup run test test-all bench
+.PHONY: setup run compare test test-all bench

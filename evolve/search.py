@@ -9,7 +9,6 @@ import json
 import operator
 import pickle
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -233,9 +232,10 @@ class Search:
                 self.generation += 1
                 elites = [self.tb.clone(ind) for ind in tools.selBest(population, s.elites)]
                 offspring = [self.tb.clone(ind) for ind in self.tb.select(population, len(population) - s.elites)]
-                offspring = self.vary(offspring)
-                population = elites + [self.simplified(ind) for ind in offspring]
+                offspring, rejected = self.distinct(elites, self.vary(offspring))
+                population = elites + offspring
                 counts = self.evaluate(population, threshold)
+                counts["rejected"] += rejected
                 self.remember(population)
                 self.record(population, counts, time.perf_counter() - start)
                 self.checkpoint(population)
@@ -244,6 +244,31 @@ class Search:
                 self.pool.close()
             self.store.close()
         return min(self.seen.values(), key=lambda e: e["fitness"]) if self.seen else {}
+
+    def distinct(self, elites: list, offspring: list, tries: int = 20) -> tuple[list, int]:
+        """Simplified offspring, each made distinct from the rest of the population and non-degenerate by
+        mutating it again (up to `tries` times): clones of one good metric would otherwise fill the
+        population, since a duplicate costs nothing to evaluate. Returns them and how many degenerate
+        offspring were rejected on the way."""
+        keys = {metrics.canonical_key(metrics.parse(str(ind))) for ind in elites}
+        out, rejected = [], 0
+        for ind in offspring:
+            for attempt in range(tries + 1):
+                ind = self.simplified(ind)
+                node = metrics.parse(str(ind))
+                key = metrics.canonical_key(node)
+                try:
+                    metrics.check(node)
+                    degenerate = False
+                except metrics.DegenerateMetric:
+                    degenerate, rejected = True, rejected + 1
+                if (key not in keys and not degenerate) or attempt == tries:
+                    break
+                (ind,) = self.tb.mutate(self.tb.clone(ind))
+                del ind.fitness.values
+            keys.add(key)
+            out.append(ind)
+        return out, rejected
 
     def vary(self, offspring: list) -> list:
         """DEAP's varAnd: crossover on pairs, then mutation, each with its probability."""

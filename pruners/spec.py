@@ -46,4 +46,6 @@ class Sparsity:
         return int(n), int(m)
 
     def label(self) -> str:
-        return self.pattern if self.nm else f"{self.ratio:g}"
+        if self.pattern == "unstructured":
+            return f"{self.ratio:g}"
+        return self.pattern if self.nm else f"{self.pattern} {self.ratio:g}"

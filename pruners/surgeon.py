@@ -23,7 +23,7 @@ class Surgeon(Pruner):
     the empirical Fisher with the data's own next tokens).
 
     Approximations, against the paper: unstructured updates correlate the weights removed within a row
-    exactly but take rows one after another (see surgeon_math.remove_elements); rows and columns of a
+    exactly, and sum the rows' updates computed from the same weights (see surgeon_math.remove_elements); rows and columns of a
     layer are removed in two exact steps, rows first; N:M takes one shot; costs of a shot's structures
     are summed as if independent (as the paper's selection does); the curvature of every layer is held
     at once, which fits models of about 1B parameters in 24 GB.

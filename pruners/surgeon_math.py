@@ -52,16 +52,21 @@ def remove_columns(W: torch.Tensor, Ainv: torch.Tensor, cols: torch.Tensor) -> t
     return W
 
 
-def remove_elements(W: torch.Tensor, Ginv: torch.Tensor, Ainv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def remove_elements(W: torch.Tensor, Ginv: torch.Tensor, Ainv: torch.Tensor, mask: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """W after removing the weights under `mask` (out, in), True = removed.
 
-    Approximation (the paper correlates more): each row's removed set is solved jointly with its exact
-    correlated update, -Ginv[:, i] / Ginv_ii (x) Ainv[:, Q] Ainv_QQ^-1 w_Q; rows are taken one after
-    another, and the mask is applied again at the end because the update of one row through G can move
-    weights already removed in another."""
-    W = W.clone()
-    for i in torch.nonzero(mask.any(dim=1)).flatten().tolist():
-        q = torch.nonzero(mask[i]).flatten()
-        v = torch.linalg.solve(Ainv[q][:, q], W[i, q])  # (|q|,)
-        W -= torch.outer(Ginv[:, i] / Ginv[i, i], Ainv[:, q] @ v)
+    Approximation (the paper correlates more): each row's removed set Q_i gets its exact correlated
+    update, -Ginv[:, i] / Ginv_ii (x) Ainv[:, Q_i] Ainv_QQ^-1 w_{i,Q_i}, all computed from the same W
+    and summed; the mask is applied again at the end, since through G one row's update moves weights
+    removed in another. Rows with equally many removals are solved together in batches."""
+    U = torch.zeros_like(W)  # (out, in): row i holds Ainv[:, Q_i] Ainv_QQ^-1 w_{i,Q_i}
+    counts = mask.sum(dim=1)
+    for c in torch.unique(counts[counts > 0]).tolist():
+        rows = torch.nonzero(counts == c).flatten()
+        for part in rows.split(chunk):
+            q = torch.nonzero(mask[part])[:, 1].reshape(len(part), c)  # (r, c) removed columns per row
+            AQQ = Ainv[q.unsqueeze(2), q.unsqueeze(1)]  # (r, c, c)
+            v = torch.linalg.solve(AQQ, W[part.unsqueeze(1), q])  # (r, c)
+            U[part] = torch.einsum("jrc,rc->rj", Ainv[:, q], v)  # (r, in)
+    W = W - (Ginv / torch.diag(Ginv).unsqueeze(0)) @ U
     return W.masked_fill(mask, 0)

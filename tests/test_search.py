@@ -1,13 +1,10 @@
 import csv
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
 
 import evolve.fitness
 from evolve import config as configuration
@@ -85,7 +82,7 @@ class NaNOnce(evolve.fitness.FitnessEvaluator):
 def test_a_nan_candidate_does_not_stop_the_search(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("evolve.workers.FitnessEvaluator", NaNOnce)
     cfg = search_config(tiny_dir, seed_metrics=["mul(abs(W), G)", "mul(abs(W), X)"])
-    engine = run(cfg, tmp_path / "nan")
+    run(cfg, tmp_path / "nan")
     store = Store(str(tmp_path / "nan" / "evaluations.sqlite"), {})
     rows = store.db.execute("SELECT expression, fitness, status FROM evaluations").fetchall()
     assert ("mul(abs(W), G)", WORST, "nan") in rows
