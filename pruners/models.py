@@ -2,8 +2,10 @@
 import importlib.util
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -85,11 +87,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("EVOLVE_CACHE", Path.home() / ".cache" / "evolve"))
 
 
+def _hub_reachable() -> bool:
+    """Whether the hub's host resolves: where it does not, loading asks the local cache alone instead of
+    retrying the network for most of a minute."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def _from_pretrained(source: ModelSource, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=dtype)
+    local = Path(source.path).is_dir() or not _hub_reachable()
+    kwargs = {"gguf_file": source.gguf_file, "local_files_only": local}
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **kwargs)
     if source.gguf_file:
         # The GGUF weights were dequantized on load: what remains is a plain model that saves as safetensors.
         model.hf_quantizer = None
@@ -116,9 +131,11 @@ def _converted(source: ModelSource) -> ModelSource:
 def load(name: str, dtype: torch.dtype = torch.float32):
     """(model, tokenizer), the model in eval mode on the host: the walker moves one block at a time."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bar of its own
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     source = resolve(name)
+    hub_logging.set_verbosity_error()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:

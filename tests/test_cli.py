@@ -51,3 +51,10 @@ def test_non_empty_save_folder_is_refused_before_any_work(tmp_path, capsys):
     assert main(["baseline", "--save", str(tmp_path)]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_a_model_that_cannot_be_reached_names_the_embedded_default(capsys):
+    assert main(["baseline", "--model", "evolve-tests/no-such-model", "--eval-tokens", "64"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("evolve: error: cannot load model 'evolve-tests/no-such-model'")
+    assert "smollm2-135m" in last
