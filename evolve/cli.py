@@ -133,7 +133,7 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
 
 def compare(cfg: configuration.Config, out: str | None = None) -> None:
     points = compare_points(cfg)
-    methods = [pruners.method(name) for name in cfg.compare.methods]
+    methods = [pruners.method(name, **cfg.compare.options.get(name, {})) for name in cfg.compare.methods]
     folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     bench = Workbench(cfg)
     rows = []

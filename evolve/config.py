@@ -40,6 +40,7 @@ class CompareConfig(Section):
     methods: list[str] = ["dense", "magnitude", "wanda"]
     sparsities: list[float] = [0.5]
     patterns: list[str] = ["unstructured"]
+    options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
 
 
 class SearchConfig(Section):

@@ -38,3 +38,19 @@ def test_symbolic_equals_hand_written(model_and_calibration, hand, symbolic, spe
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert sum((w == 0).sum().item() for w in a.values()) > 0.49 * sum(w.numel() for w in a.values())
+
+
+def test_a_metric_that_turns_nan_on_a_layer_names_the_layer(tiny):
+    from pruners.errors import InputError
+
+    G = {name: torch.rand_like(lin.weight) for name, lin in models.target_linears(tiny).items()}
+    G["1.mlp.up_proj"][3, 5] = float("nan")
+    with pytest.raises(InputError, match=r"yields NaN or Inf on layer 1.mlp.up_proj"):
+        pruners.method("metric:taylor").prune(tiny, None, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), G)
+
+
+def test_a_metric_using_G_without_G_is_refused(tiny):
+    from pruners.errors import InputError
+
+    with pytest.raises(InputError, match="uses G"):
+        pruners.method("metric:pruner-zero").prune(tiny, None, Sparsity.parse("2:4"), torch.device("cpu"))
