@@ -9,7 +9,7 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
-from evolve.bench import Row, Workbench, check_save_dir, say, table_header, table_row
+from evolve.workbench import Row, Workbench, check_save_dir, say, table_header, table_row
 from metrics import MetricError
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError

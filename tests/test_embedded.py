@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pruners
-from evolve.bench import Workbench
+from evolve.workbench import Workbench
 from evolve.config import Config
 from pruners import models
 from pruners.spec import Sparsity
