@@ -79,7 +79,18 @@ class Search:
         return gp.mutUniform(ind, expr=self.tb.subtree, pset=self.pset)
 
     def individual(self, node: metrics.Node):
-        return creator.MetricTree(gp.PrimitiveTree.from_string(str(node), self.pset))
+        """A DEAP tree of `node`. Constants become terminals of the set's one type: DEAP's own from_string
+        would type them int or float, and a later mutation could then find no primitive of that type."""
+
+        def prefix(n: metrics.Node):
+            if n.args or n.op in metrics.LEAVES:
+                yield self.pset.mapping[n.op]
+                for a in n.args:
+                    yield from prefix(a)
+            else:
+                yield gp.Terminal(n.op, True, self.pset.ret)  # symbolic: printed as written, "0.001"
+
+        return creator.MetricTree(list(prefix(node)))
 
     def simplified(self, ind):
         """The offspring as its simplest equivalent tree (same mask, fewer nodes); keeps a valid fitness."""

@@ -101,3 +101,19 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "0 < N < M" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     assert main(["show", str(tmp_path)]) == 2
+
+
+def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path):
+    import random
+
+    import metrics
+
+    engine = Search(search_config(tiny_dir), tmp_path, lambda setup: None, log=lambda _: None)
+    random.seed(0)
+    a = engine.individual(metrics.parse("mul(add(abs(W), 0.001), sub(2, X))"))
+    b = engine.individual(metrics.parse("mul(abs(W), G)"))
+    assert str(a) == "mul(add(abs(W), 0.001), sub(2, X))"
+    for _ in range(200):
+        (a,) = engine.tb.mutate(engine.tb.clone(a))
+        a, b = engine.tb.mate(a, engine.tb.clone(b))
+        metrics.parse(str(a))  # still a metric of the language
