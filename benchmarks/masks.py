@@ -1,14 +1,14 @@
 """Mask computation on every linear of the embedded model at 50% unstructured (per row): ours against a
 plain per-row stable torch.sort, side by side, and the peak memory of pruning the model with Wanda."""
 import argparse
-import subprocess
-import sys
 import time
 
 import torch
 
 from pruners import masks, models
 from pruners.spec import Sparsity
+
+from fresh import measure
 
 
 def sort_mask(score: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -26,25 +26,11 @@ def timed(fn, scores, repeats):
     return best, out
 
 
-def wanda_peak_memory(nsamples: int, seqlen: int) -> float:
+def wanda_peak_memory(nsamples: int, seqlen: int) -> tuple[float, float]:
     """(RSS with the model loaded, peak RSS while pruning it with Wanda) in MiB, in a fresh process."""
-    code = f"""
-import torch, pruners
-from pruners import data, models
-from pruners.spec import Sparsity
-def status(key):  # kB figures of /proc/self/status
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key + ':')) / 1024
-model, tok = models.load(models.EMBEDDED)
-calib = data.calibration_samples(tok, data.texts('pydoc', 'pydoc')[0], {nsamples}, {seqlen}, 0)
-for p in model.parameters():  # weights load memory-mapped: write them once so the baseline holds them all
-    p.data.mul_(1)
-open('/proc/self/clear_refs', 'w').write('5')  # Linux: the peak (VmHWM) restarts from the current RSS
-loaded = status('VmRSS')
-pruners.method('wanda').prune(model, calib, Sparsity.parse('unstructured', 0.5), torch.device('cpu'))
-print(loaded, status('VmHWM'))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0]), float(out[1])
+    work = "pruners.method('wanda').prune(model, calib, Sparsity.parse('unstructured', 0.5), torch.device('cpu'))"
+    _, loaded, peak = measure(work, nsamples, seqlen)
+    return loaded, peak
 
 
 def main():

@@ -2,8 +2,6 @@
 form (simplified, generated code, shared subtrees once) against the same metric evaluated node by node
 in plain Python over torch; then G's computation time and peak memory at 128 x 512 tokens."""
 import argparse
-import subprocess
-import sys
 import time
 
 import torch
@@ -13,6 +11,8 @@ from metrics.named import NAMED
 from pruners import masks, models
 from pruners.spec import Sparsity
 
+from fresh import measure
+
 
 def score_and_mask(score, layers, spec):
     start = time.perf_counter()
@@ -21,26 +21,8 @@ def score_and_mask(score, layers, spec):
 
 
 def G_cost(nsamples: int, seqlen: int) -> tuple[float, float, float]:
-    """(seconds, RSS before, peak RSS while computing) in a fresh process, with an empty cache."""
-    code = f"""
-import os, tempfile, time, torch
-os.environ['EVOLVE_CACHE'] = tempfile.mkdtemp()
-import gradients
-from pruners import data, models
-def status(key):
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key + ':')) / 1024
-model, tok = models.load(models.EMBEDDED)
-for p in model.parameters():
-    p.data.mul_(1)  # page the memory-mapped weights in
-calib = data.calibration_samples(tok, data.texts('pydoc', 'pydoc')[0], {nsamples}, {seqlen}, 0)
-open('/proc/self/clear_refs', 'w').write('5')
-before = status('VmRSS')
-start = time.perf_counter()
-gradients.compute(model, calib, torch.device('cpu'))
-print(time.perf_counter() - start, before, status('VmHWM'))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return tuple(float(x) for x in out)
+    """(seconds, RSS before, peak RSS while computing G) in a fresh process."""
+    return measure("gradients.compute(model, calib, torch.device('cpu'))", nsamples, seqlen)
 
 
 def main():

@@ -4,6 +4,6 @@ import sys
 from pathlib import Path
 
 for script in sorted(Path(__file__).parent.glob("*.py")):
-    if script.name != "run.py":
+    if script.name not in ("run.py", "fresh.py"):
         print(f"== {script.stem}", flush=True)
         subprocess.run([sys.executable, str(script)], check=True)
