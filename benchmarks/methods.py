@@ -7,8 +7,8 @@ from fresh import measure
 METHODS = {
     "wanda": "pruners.method('wanda')",
     "sparsegpt": "pruners.method('sparsegpt')",
-    "surgeon, 1 shot": "pruners.method('surgeon', shots=1)",
-    "surgeon, 5 shots (default)": "pruners.method('surgeon')",
+    "surgeon-1": "pruners.method('surgeon', shots=1)",
+    "surgeon": "pruners.method('surgeon')",  # its default: 5 shots
 }
 
 
@@ -16,9 +16,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nsamples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--only", type=lambda t: t.split(","), default=list(METHODS), help="comma list of rows to run")
     args = parser.parse_args()
     base = None
     for name, make in METHODS.items():
+        if name not in args.only:
+            continue
         work = f"{make}.prune(model, calib, Sparsity.parse('unstructured', 0.5), torch.device('cpu'))"
         seconds, loaded, peak = measure(work, args.nsamples, args.seqlen)
         base = base or (seconds, peak - loaded)
