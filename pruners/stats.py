@@ -1,4 +1,7 @@
-"""Per-linear statistics gathered from calibration inputs, by the name a method asks for them."""
+"""Per-linear statistics gathered from calibration inputs, by the name a method asks for them.
+
+A collector sees every input of its linear (of any shape: OPT's fc1 receives (B*T, in)) and is told at
+the end how many calibration samples went through, since the papers normalise by samples."""
 import torch
 from torch import nn
 
@@ -10,14 +13,12 @@ class InputNorm:
 
     def __init__(self, linear: nn.Linear):
         self.sum_sq = torch.zeros(linear.in_features, dtype=torch.float32, device=linear.weight.device)
-        self.samples = 0
 
-    def add(self, x: torch.Tensor) -> None:  # x: (B, T, in)
-        self.sum_sq += x.float().pow(2).sum(dim=tuple(range(x.dim() - 1)))
-        self.samples += x.shape[0]
+    def add(self, x: torch.Tensor) -> None:  # x: (..., in)
+        self.sum_sq += x.float().pow(2).reshape(-1, x.shape[-1]).sum(dim=0)
 
-    def result(self) -> torch.Tensor:
-        return (self.sum_sq / self.samples).sqrt().unsqueeze(0)
+    def result(self, samples: int) -> torch.Tensor:
+        return (self.sum_sq / samples).sqrt().unsqueeze(0)
 
 
 class Hessian:
@@ -25,15 +26,13 @@ class Hessian:
 
     def __init__(self, linear: nn.Linear):
         self.sum = torch.zeros(linear.in_features, linear.in_features, dtype=torch.float32, device=linear.weight.device)
-        self.samples = 0
 
-    def add(self, x: torch.Tensor) -> None:  # x: (B, T, in)
-        flat = x.reshape(-1, x.shape[-1]).float()  # (B*T, in)
+    def add(self, x: torch.Tensor) -> None:  # x: (..., in)
+        flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, in)
         self.sum.addmm_(flat.T, flat)
-        self.samples += x.shape[0]
 
-    def result(self) -> torch.Tensor:
-        return self.sum * (2 / self.samples)
+    def result(self, samples: int) -> torch.Tensor:
+        return self.sum * (2 / samples)
 
 
 COLLECTORS = {"X": InputNorm, "H": Hessian}

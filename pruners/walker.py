@@ -108,7 +108,7 @@ def walk(
             finally:
                 for hook in hooks:
                     hook.remove()
-            stats = {name: {s: c.result() for s, c in cs.items()} for name, cs in collectors.items()}
+            stats = {name: {s: c.result(len(calibration)) for s, c in cs.items()} for name, cs in collectors.items()}
         prune_block(i, block, targets, stats)
         if collect and i + 1 < len(models.blocks(model)):
             states = _run(block, states)  # the pruned block's outputs feed the next block

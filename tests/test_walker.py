@@ -15,7 +15,7 @@ def naive_wanda(model, calibration, spec):
             sums[name] = torch.zeros(linear.in_features)
 
             def hook(_m, inputs, _o, name=name):
-                sums[name] += inputs[0].pow(2).sum(dim=(0, 1))
+                sums[name] += inputs[0].pow(2).reshape(-1, inputs[0].shape[-1]).sum(dim=0)
 
             hooks.append(linear.register_forward_hook(hook))
         with torch.no_grad():
