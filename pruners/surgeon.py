@@ -22,8 +22,11 @@ class Surgeon(Pruner):
     row) or `kfac` (A and G; G from the gradients of the language-model loss at each layer's outputs,
     the empirical Fisher with the data's own next tokens).
 
-    Approximations, against the paper: unstructured updates correlate the weights removed within a row
-    exactly, and sum the rows' updates computed from the same weights (see surgeon_math.remove_elements); rows and columns of a
+    Approximations, against the paper: unstructured updates correlate the weights a shot removes within a
+    row exactly, and sum the rows' updates computed from the same weights (see
+    surgeon_math.remove_elements); weights removed in earlier shots are not constraints of the solve but
+    are set to zero again after it (solving with them costs the cube of all removals per row, which made
+    five shots of the embedded model take most of an hour on 2 cores); rows and columns of a
     layer are removed in two exact steps, rows first; N:M takes one shot; costs of a shot's structures
     are summed as if independent (as the paper's selection does); the curvature of every layer is held
     at once, which fits models of about 1B parameters in 24 GB.
@@ -120,7 +123,10 @@ class Surgeon(Pruner):
                 chosen[name] = picked[start : start + c.numel()].reshape(c.shape)
                 start += c.numel()
         for name, lin in targets.items():
-            lin.weight.copy_(remove_elements(lin.weight.float(), *inv[name], chosen[name]).to(lin.weight.dtype))
+            W = lin.weight.float()
+            fresh = chosen[name] & (W != 0)  # this shot's removals; earlier ones are zero already
+            W = remove_elements(W, *inv[name], fresh).masked_fill(chosen[name], 0)
+            lin.weight.copy_(W.to(lin.weight.dtype))
 
     @torch.no_grad()
     def _rows_and_columns(self, targets, A, G, inv, ratio) -> None:

@@ -52,7 +52,7 @@ def remove_columns(W: torch.Tensor, Ainv: torch.Tensor, cols: torch.Tensor) -> t
     return W
 
 
-def remove_elements(W: torch.Tensor, Ginv: torch.Tensor, Ainv: torch.Tensor, mask: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def remove_elements(W: torch.Tensor, Ginv: torch.Tensor, Ainv: torch.Tensor, mask: torch.Tensor, budget: int = 2**25) -> torch.Tensor:
     """W after removing the weights under `mask` (out, in), True = removed.
 
     Approximation (the paper correlates more): each row's removed set Q_i gets its exact correlated
@@ -63,7 +63,7 @@ def remove_elements(W: torch.Tensor, Ginv: torch.Tensor, Ainv: torch.Tensor, mas
     counts = mask.sum(dim=1)
     for c in torch.unique(counts[counts > 0]).tolist():
         rows = torch.nonzero(counts == c).flatten()
-        for part in rows.split(chunk):
+        for part in rows.split(max(1, budget // (c * c))):
             q = torch.nonzero(mask[part])[:, 1].reshape(len(part), c)  # (r, c) removed columns per row
             AQQ = Ainv[q.unsqueeze(2), q.unsqueeze(1)]  # (r, c, c)
             v = torch.linalg.solve(AQQ, W[part.unsqueeze(1), q])  # (r, c)

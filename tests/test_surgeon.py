@@ -109,5 +109,5 @@ def test_removals_in_several_rows_are_exact_obs_when_rows_are_uncorrelated():
     mask[3, [4]] = True
     Q = [r * 5 + c for r, c in torch.nonzero(mask).tolist()]
     _, want = brute_force(W, G, A, Q)
-    got = remove_elements(W, torch.linalg.inv(G), torch.linalg.inv(A), mask, chunk=1)
+    got = remove_elements(W, torch.linalg.inv(G), torch.linalg.inv(A), mask, budget=1)
     assert torch.allclose(got, want, atol=1e-9)
