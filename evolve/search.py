@@ -5,6 +5,7 @@ elitism and a height limit. Every offspring is simplified; degenerate ones and d
 key) never reach a worker, and anything the store already holds is not evaluated again. After every
 generation the population and the random state are checkpointed, so `--resume` ends exactly where an
 uninterrupted run ends."""
+import functools
 import json
 import operator
 import pickle
@@ -36,6 +37,17 @@ def primitive_set() -> gp.PrimitiveSet:
 if not hasattr(creator, "MetricFitness"):
     creator.create("MetricFitness", base.Fitness, weights=(-1.0,))  # perplexity: lower is better
     creator.create("MetricTree", gp.PrimitiveTree, fitness=creator.MetricFitness)
+
+
+@functools.lru_cache(maxsize=65536)
+def inspect(expression: str) -> tuple[str, bool]:
+    """(canonical key, degenerate?) of an expression: sympy work, asked for the same trees again and again."""
+    node = metrics.parse(expression)
+    try:
+        metrics.check(node)
+        return metrics.canonical_key(node), False
+    except metrics.DegenerateMetric:
+        return metrics.canonical_key(node), True
 
 
 def fitness_setup(cfg: Config) -> FitnessSetup:
@@ -110,13 +122,8 @@ class Search:
             if len(pop) == s.population:
                 break
             ind = self.simplified(candidates.pop(0) if candidates else self.tb.individual())
-            node = metrics.parse(str(ind))
-            try:
-                metrics.check(node)
-            except metrics.DegenerateMetric:
-                continue
-            key = metrics.canonical_key(node)
-            if key not in keys:
+            key, degenerate = inspect(str(ind))
+            if not degenerate and key not in keys:
                 keys.add(key)
                 pop.append(ind)
         return pop
@@ -129,15 +136,12 @@ class Search:
         for ind in population:
             if ind.fitness.valid:
                 continue
-            node = metrics.parse(str(ind))
-            key = metrics.canonical_key(node)
+            key, degenerate = inspect(str(ind))
             ind.key = key
             if key in fitness or key in jobs:
                 counts["cache_hits"] += 1
                 continue
-            try:
-                metrics.check(node)
-            except metrics.DegenerateMetric:
+            if degenerate:
                 fitness[key] = WORST
                 counts["rejected"] += 1
                 continue
@@ -146,7 +150,7 @@ class Search:
                 fitness[key] = stored.fitness
                 counts["cache_hits"] += 1
             else:
-                jobs[key] = str(node)
+                jobs[key] = str(ind)
         if jobs:
             if self.pool is None:
                 self.pool = self.pool_factory(self.setup)
@@ -194,7 +198,7 @@ class Search:
     def remember(self, population) -> None:
         """Every distinct metric seen, with the generation it first appeared in: hall of fame and Pareto front."""
         for ind in population:
-            key = getattr(ind, "key", None) or metrics.canonical_key(metrics.parse(str(ind)))
+            key = inspect(str(ind))[0]
             if key not in self.seen and ind.fitness.values[0] < WORST:
                 self.seen[key] = {
                     "key": key, "expression": str(ind), "fitness": ind.fitness.values[0],
@@ -261,18 +265,13 @@ class Search:
         mutating it again (up to `tries` times): clones of one good metric would otherwise fill the
         population, since a duplicate costs nothing to evaluate. Returns them and how many degenerate
         offspring were rejected on the way."""
-        keys = {metrics.canonical_key(metrics.parse(str(ind))) for ind in elites}
+        keys = {inspect(str(ind))[0] for ind in elites}
         out, rejected = [], 0
         for ind in offspring:
             for attempt in range(tries + 1):
                 ind = self.simplified(ind)
-                node = metrics.parse(str(ind))
-                key = metrics.canonical_key(node)
-                try:
-                    metrics.check(node)
-                    degenerate = False
-                except metrics.DegenerateMetric:
-                    degenerate, rejected = True, rejected + 1
+                key, degenerate = inspect(str(ind))
+                rejected += degenerate
                 if (key not in keys and not degenerate) or attempt == tries:
                     break
                 (ind,) = self.tb.mutate(self.tb.clone(ind))
