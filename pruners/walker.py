@@ -95,7 +95,8 @@ def walk(
     """Prune every decoder block in order. `collect` names statistics from pruners.stats.COLLECTORS;
     with none, no calibration runs at all."""
     states = block_inputs(model, calibration, device, batch_size) if collect else []
-    for i, block in enumerate(models.blocks(model)):
+    layers = models.blocks(model)
+    for i, block in enumerate(layers):
         home = next(block.parameters()).device
         block.to(device)
         targets = models.linears(block)
@@ -110,7 +111,7 @@ def walk(
                     hook.remove()
             stats = {name: {s: c.result(len(calibration)) for s, c in cs.items()} for name, cs in collectors.items()}
         prune_block(i, block, targets, stats)
-        if collect and i + 1 < len(models.blocks(model)):
+        if collect and i + 1 < len(layers):
             states = _run(block, states)  # the pruned block's outputs feed the next block
         block.to(home)
         step(device)
