@@ -20,6 +20,22 @@ def tiny_llama(seed: int = 0, layers: int = 2):
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests write gradients of throwaway models: they go to a cache of the session's own, not the user's.
+    Converted models stay shared, so the embedded GGUF is dequantized once per machine, not per run."""
+    from pruners import models
+
+    shared = models.cache_root() / "models"
+    shared.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("cache")
+    (root / "models").symlink_to(shared)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EVOLVE_CACHE", str(root))  # subprocesses inherit it
+    yield root
+    patch.undo()
+
+
 @pytest.fixture
 def tiny():
     return tiny_llama()
