@@ -149,7 +149,7 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
                 row.pattern = "-"
             rows.append(row)
             print(table_row(row), flush=True)
-    results.write_compare(folder, rows, cfg)
+            results.write_compare(folder, rows, cfg)  # after every row: a stopped comparison keeps its rows
     say(f"table, CSV, JSON and plot in {folder}")
 
 
