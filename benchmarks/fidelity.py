@@ -56,17 +56,17 @@ class OldCall(nn.Module):
         return (out,)
 
 
-def their_perplexity(eval_module, model, testenc, device) -> float:
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # as their eval_ppl calls it
-        return eval_module.eval_ppl_wikitext(model, testenc, 1, device)
-
-
 def quiet():
     return contextlib.redirect_stdout(io.StringIO())  # their progress prints
 
 
+def their_perplexity(eval_module, model, testenc, device) -> float:
+    with torch.no_grad(), quiet():  # no_grad as their eval_ppl calls it
+        return eval_module.eval_ppl_wikitext(model, testenc, 1, device)
+
+
 @contextlib.contextmanager
-def old_transformers(model, seqlen: int):
+def old_transformers(model):
     """Their pruning functions' world; their perplexity needs none of it (the wrappers' tuples would break
     the transformers 5 model loop)."""
     layers = model.model.layers
@@ -75,7 +75,6 @@ def old_transformers(model, seqlen: int):
     if model.config._attn_implementation != "sdpa":
         # their layers get attention_mask=None from the capture; only SDPA reads that as causal
         raise SystemExit(f"fidelity needs SDPA attention, the model uses {model.config._attn_implementation}")
-    model.seqlen, model.hf_device_map = seqlen, {}
     for i, layer in enumerate(originals):
         layers[i] = OldCall(layer, model.model.rotary_emb)
     if not torch.cuda.is_available():
@@ -96,7 +95,7 @@ def import_originals(wanda: Path, sparsegpt: Path):
     except ImportError:
         sys.modules["datasets"] = types.SimpleNamespace(load_dataset=None)
     for path in (wanda, sparsegpt):
-        if not (path / ".git").exists() and not path.is_dir():
+        if not path.is_dir():
             raise SystemExit(f"no checkout at {path}")
         sys.path.insert(0, str(path))
     import lib.eval as wanda_eval
@@ -156,7 +155,7 @@ def main():
             getattr(wanda_prune, f"prune_{method}")(options, model, None, device, prune_n=n, prune_m=m)
 
     print(f"{args.nsamples} x {args.seqlen} calibration tokens, {bench.windows.numel()} evaluation tokens", flush=True)
-    model.seqlen = bench.seqlen
+    model.seqlen, model.hf_device_map = bench.seqlen, {}  # what their code reads off the model
     dense = their_perplexity(wanda_eval, model, testenc, device)
     print(f"dense: ours {bench.run(pruners.method('dense'), Sparsity.parse('unstructured')).perplexity:.3f}, "
           f"theirs {dense:.3f}")
@@ -173,7 +172,7 @@ def main():
             ours = weights(model)
             bench.restore()
             start = time.perf_counter()
-            with old_transformers(model, bench.seqlen):
+            with old_transformers(model):
                 theirs(method, n, m)
             seconds = time.perf_counter() - start
             ppl = their_perplexity(wanda_eval, model, testenc, device)

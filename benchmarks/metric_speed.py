@@ -40,7 +40,6 @@ def main():
     tree = NAMED["pruner-zero"].tree
     compiled = metrics.compile_metric(metrics.simplify(tree))
     interpreted = lambda W, X, G: metrics.evaluate(tree, W=W, X=X, G=G)
-    spec = Sparsity.parse("unstructured", 0.5)
     for name, spec in (("50% per row", Sparsity.parse("unstructured", 0.5)), ("2:4", Sparsity.parse("2:4"))):
         fast = min(score_and_mask(compiled, layers, spec)[0] for _ in range(args.repeats))
         slow = min(score_and_mask(interpreted, layers, spec)[0] for _ in range(args.repeats))
