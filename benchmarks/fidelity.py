@@ -138,10 +138,10 @@ def main():
 
     overrides = {"data.nsamples": args.nsamples, "data.seqlen": args.seqlen, "data.eval_tokens": args.eval_tokens}
     bench = Workbench(config.load(None, {"data.calib": "pydoc", "data.eval": "pydoc", **overrides}))
-    model, device = bench.model, bench.device
-    calibration = [(s.unsqueeze(0), None) for s in bench.calibration]  # their loaders' (input, target) pairs
+    model, device = bench.host.model, bench.host.device
+    calibration = [(s.unsqueeze(0), None) for s in bench.host.calibration]  # their loaders' (input, target) pairs
     wanda_prune.get_loaders = lambda *a, **k: (calibration, None)
-    testenc = types.SimpleNamespace(input_ids=bench.windows.reshape(1, -1))
+    testenc = types.SimpleNamespace(input_ids=bench.host.windows.reshape(1, -1))
 
     def theirs(method: str, n: int, m: int) -> None:
         options = types.SimpleNamespace(nsamples=args.nsamples, seed=0, sparsity_ratio=0.5, use_variant=False)
@@ -154,10 +154,10 @@ def main():
         else:
             getattr(wanda_prune, f"prune_{method}")(options, model, None, device, prune_n=n, prune_m=m)
 
-    print(f"{args.nsamples} x {args.seqlen} calibration tokens, {bench.windows.numel()} evaluation tokens", flush=True)
-    model.seqlen, model.hf_device_map = bench.seqlen, {}  # what their code reads off the model
+    print(f"{args.nsamples} x {args.seqlen} calibration tokens, {bench.host.windows.numel()} evaluation tokens", flush=True)
+    model.seqlen, model.hf_device_map = bench.host.seqlen, {}  # what their code reads off the model
     dense = their_perplexity(wanda_eval, model, testenc, device)
-    print(f"dense: ours {bench.run(pruners.method('dense'), Sparsity.parse('unstructured')).perplexity:.3f}, "
+    print(f"dense: ours {bench.run(pruners.method('dense'), Sparsity.parse('unstructured')).scores['perplexity']:.3f}, "
           f"theirs {dense:.3f}")
     block0 = {id(lin.weight) for lin in models.linears(models.blocks(model)[0]).values()}
     first = {n for n, lin in models.target_linears(model).items() if id(lin.weight) in block0}
@@ -170,14 +170,14 @@ def main():
             # their n of m are the pruned ones, ours the kept ones: the same pattern when n = m / 2
             row = bench.run(pruners.method(method), Sparsity.parse(pattern, 0.5))
             ours = weights(model)
-            bench.restore()
+            bench.host.restore()
             start = time.perf_counter()
             with old_transformers(model):
                 theirs(method, n, m)
             seconds = time.perf_counter() - start
             ppl = their_perplexity(wanda_eval, model, testenc, device)
             their_sparsity, masks, masks0, rel = compare(ours, weights(model), first)
-            print(f"| {method} | {pattern} | {row.perplexity:.3f} | {ppl:.3f} | {row.sparsity:.4f} | {their_sparsity:.4f} "
+            print(f"| {method} | {pattern} | {row.scores['perplexity']:.3f} | {ppl:.3f} | {row.sparsity:.4f} | {their_sparsity:.4f} "
                   f"| {masks:.2%} | {masks0:.2%} | {rel:.2e} | {row.prune_seconds:.0f} | {seconds:.0f} |", flush=True)
 
 

@@ -28,7 +28,7 @@ def config(fitness_tokens: int, **search) -> configuration.Config:
 def cost_ratio(fitness_tokens: int) -> None:
     evaluator = FitnessEvaluator(fitness_setup(config(fitness_tokens)))
     start = time.perf_counter()
-    perplexity(evaluator.model, evaluator.windows, evaluator.device)
+    perplexity(evaluator.host.model, evaluator.windows, evaluator.device)
     dense = time.perf_counter() - start
     per = []
     for expression in CANDIDATES:

@@ -9,8 +9,9 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
-from evolve.workbench import Row, Workbench, check_save_dir, say, table_header, table_row
+from evolve.workbench import Row, Workbench, check_save_dir, columns, host, say, table, table_header, table_row
 from metrics import MetricError
+from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
 from pruners.spec import Sparsity
@@ -28,6 +29,14 @@ def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+
+
+def _score_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tasks", dest="evaluate.tasks", type=_words,
+                        help="lm-eval tasks, comma list: the shipped last-word, continuation, or e.g. boolq, hellaswag")
+    parser.add_argument("--limit", dest="evaluate.limit", type=int, help="at most N examples per task")
+    parser.add_argument("--task-text", dest="evaluate.task_text",
+                        help="text the shipped tasks are built from: pydoc or text:PATH (default: the evaluation split)")
 
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:
@@ -57,11 +66,17 @@ def parser() -> argparse.ArgumentParser:
     _data_flags(baseline)
     baseline.add_argument("--method", dest="prune.method", help=f"one of {', '.join(pruners.METHODS)}, or metric:NAME|FILE")
     _prune_flags(baseline)
+    _score_flags(baseline)
 
     apply = sub.add_parser("apply", help="prune with a symbolic metric (ours or Pruner-Zero's JSON) and measure perplexity")
     apply.add_argument("metric", help="metric file, named metric (wanda, pruner-zero, gblm, taylor) or expression")
     _data_flags(apply)
     _prune_flags(apply)
+    _score_flags(apply)
+
+    evaluate = sub.add_parser("eval", help="measure a model as it is (a folder saved with --save, or any model)")
+    _data_flags(evaluate)
+    _score_flags(evaluate)
 
     grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
     _data_flags(grads)
@@ -89,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--sparsity", dest="compare.sparsities", type=_floats, help="comma list (default 0.5)")
     compare.add_argument("--pattern", dest="compare.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8, row-column")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
+    _score_flags(compare)
     return top
 
 
@@ -98,10 +114,9 @@ def baseline(cfg: configuration.Config) -> None:
     method = pruners.method(p.method, **p.options)
     check_save_dir(cfg.save, cfg.force)
     bench = Workbench(cfg)
-    say(f"pruning with {method.name} at {spec.label()}")
+    say(f"pruning with {method.name} at {spec.point()}")
     row = bench.run(method, spec)
-    print(table_header())
-    print(table_row(row))
+    print(table([row]))
     if cfg.save:
         bench.save(cfg.save, row)
         say(f"saved to {cfg.save}")
@@ -112,13 +127,21 @@ def apply(cfg: configuration.Config, metric: str) -> None:
     baseline(cfg)
 
 
-def compute_gradients(cfg: configuration.Config) -> None:
+def evaluate(cfg: configuration.Config) -> None:
     bench = Workbench(cfg)
-    reset_peak_memory(bench.device)
     start = time.perf_counter()
-    G = bench.gradients()
-    print(f"G for {len(G)} linears, {bench.calibration.shape[0]} x {bench.calibration.shape[1]} tokens: "
-          f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(bench.device) / 2**20:.0f} MB")
+    row = Row(cfg.model.name, "-", base.overall_sparsity(bench.host.model), bench.measure())
+    row.eval_seconds = time.perf_counter() - start
+    print(table([row]))
+
+
+def compute_gradients(cfg: configuration.Config) -> None:
+    h = host(cfg)
+    reset_peak_memory(h.device)
+    start = time.perf_counter()
+    G = h.statistic("G")
+    print(f"G for {len(G)} linears, {h.calibration.shape[0]} x {h.calibration.shape[1]} tokens: "
+          f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(h.device) / 2**20:.0f} MB")
 
 
 def compare_points(cfg: configuration.Config) -> list[Sparsity]:
@@ -137,19 +160,19 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
     folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     bench = Workbench(cfg)
     rows = []
-    print(table_header(), flush=True)
     for method in methods:
         for spec in points[:1] if method.name == "dense" else points:
-            say(f"{method.label()} at {spec.label()}")
+            say(f"{method.label()} at {spec.point()}")
             try:
                 row = bench.run(method, spec)
             except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
-                row = Row(method.label(), spec.pattern, 0, float("nan"), 0, 0, 0, error=str(error).splitlines()[0])
-            if method.name == "dense":
-                row.pattern = "-"
+                point = "-" if method.name == "dense" else spec.point()
+                row = Row(method.label(), point, float("nan"), error=str(error).splitlines()[0])
+            if not rows:  # the score columns are known once the first row is measured
+                print(table_header(columns([row])), flush=True)
             rows.append(row)
-            print(table_row(row), flush=True)
-            results.write_compare(folder, rows, cfg)  # after every row: a stopped comparison keeps its rows
+            print(table_row(row, columns(rows[:1])), flush=True)
+            results.write_compare(folder, rows, cfg, bench.lower_is_better)  # after every row: nothing finished is lost
     say(f"table, CSV, JSON and plot in {folder}")
 
 
@@ -185,7 +208,7 @@ def show(cfg: configuration.Config, run: str) -> None:
 
 
 COMMANDS = {
-    "baseline": baseline, "apply": apply, "gradients": compute_gradients, "compare": compare, "search": search, "show": show,
+    "baseline": baseline, "apply": apply, "eval": evaluate, "gradients": compute_gradients, "compare": compare, "search": search, "show": show,
 }
 
 

@@ -43,6 +43,16 @@ class CompareConfig(Section):
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
 
 
+class EvaluateConfig(Section):
+    scores: list[str] = ["perplexity"]  # from evolve.scores.SCORES, measured on every row
+    # The tasks score's options, as flags: lm-eval task names (the shipped offline tasks last-word and
+    # continuation, or any task lm-eval can reach or has cached); naming any adds the tasks score.
+    tasks: list[str] = []
+    limit: int | None = Field(None, gt=0)  # examples per task; None: every example
+    task_text: str | None = None  # text the shipped tasks are built from; None: data.eval's evaluation split
+    options: dict[str, dict[str, Any]] = {}  # other scores' options, per score name
+
+
 class SearchConfig(Section):
     generations: int = Field(8, ge=0)
     population: int = Field(16, ge=2)
@@ -72,6 +82,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     prune: PruneConfig = PruneConfig()
     compare: CompareConfig = CompareConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     search: SearchConfig = SearchConfig()
     save: str | None = None  # folder for the pruned model and its report
     force: bool = False  # overwrite a non-empty save folder

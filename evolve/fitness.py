@@ -1,7 +1,7 @@
 """Fitness of a candidate metric: perplexity after pruning with it, on tokens calibration never saw.
 
-A FitnessEvaluator loads the model once and keeps the dense weights, the statistics X and G (from the
-dense model, computed once) and the fitness windows. Per candidate it scores every target linear,
+A FitnessEvaluator keeps a host (the model on the device, its dense state, the fitness windows) and the
+statistics W, X and G of the dense model. Per candidate it scores every target linear,
 masks the lowest scores, measures perplexity and puts the dense weights back: little more than one
 forward pass over the fitness tokens."""
 import json
@@ -11,15 +11,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-import gradients
 import metrics
 import pruners
-from evolve.perplexity import window_nll, windows
+from evolve.host import Host
+from evolve.perplexity import window_nll
 from evolve.store import WORST
-from pruners import data, masks, models
-from pruners.device import resolve_device, synchronize
+from pruners import masks, models
+from pruners.device import synchronize
 from pruners.spec import Sparsity
-from pruners.walker import walk
 
 
 @dataclass(frozen=True)
@@ -56,61 +55,40 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def dense_input_norms(model, calibration, device, batch_size) -> dict[str, torch.Tensor]:
-    """X of every target linear from the dense model: the walker with statistics and no pruning."""
-    out = {}
-
-    def record(index, _block, _targets, stats):
-        for name, s in stats.items():
-            out[f"{index}.{name}"] = s["X"]
-
-    walk(model, calibration, device, ("X",), record, batch_size)
-    return out
-
-
 class FitnessEvaluator:
     def __init__(self, setup: FitnessSetup, log=lambda message: None):
         self.setup = setup
-        self.device = resolve_device(setup.device)
-        dtype = models.resolve_dtype(setup.dtype, self.device)
-        calib_text, eval_text = data.texts(setup.calib, setup.eval)
-        self.model, tokenizer = models.load(setup.model, dtype)
-        seqlen = setup.seqlen or min(models.context_length(self.model), 2048)
-        self.calibration = data.calibration_samples(tokenizer, calib_text, setup.nsamples, seqlen, setup.seed)
-        self.windows = windows(data.evaluation_tokens(tokenizer, eval_text), seqlen, setup.fitness_tokens)
-        self.specs = setup.specs()
-        self.model.to(self.device)
-        self.targets = models.target_linears(self.model)
-        self.dense = {n: lin.weight.detach().clone() for n, lin in self.targets.items()}
-        log("statistics: X from the dense model")
-        self.X = dense_input_norms(self.model, self.calibration, self.device, setup.batch_size)
-        G, _, _ = gradients.load_or_compute(self.model, setup.model, self.calibration, self.device, log=log)
-        self.G = {n: g.to(self.device, dtype if self.device.type != "cpu" else torch.float32) for n, g in G.items()}
-        self.G_host = G
-
-    def restore(self) -> None:
-        for name, lin in self.targets.items():
-            lin.weight.data.copy_(self.dense[name])
+        s = setup
+        self.host = Host(s.model, s.dtype, s.device, s.calib, s.eval, s.nsamples, s.seqlen, s.seed,
+                         s.fitness_tokens, s.batch_size, on_device=True, log=log)
+        self.device, self.windows, self.specs = self.host.device, self.host.windows, setup.specs()
+        self.targets = models.target_linears(self.host.model)
+        # W, X and G of every target, where scoring runs: the device (G in the model's dtype on accelerators)
+        self.W = {n: self.host.dense_weight(n) for n in self.targets}
+        self.X = self.host.statistic("X")
+        dtype = self.host.dtype if self.device.type != "cpu" else torch.float32
+        self.G = {n: g.to(self.device, dtype) for n, g in self.host.statistic("G").items()}
 
     def prune(self, tree: metrics.Node, spec: Sparsity) -> None:
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
-            self.restore()
-            pruners.method("metric", metric=str(tree)).prune(self.model, self.calibration, spec, self.device, self.G_host)
+            self.host.restore()
+            G = self.host.statistic("G")
+            pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration, spec, self.device, G)
             return
         score = metrics.compile_metric(tree)
         for name, lin in self.targets.items():
             try:
-                drop = masks.mask(score(W=self.dense[name], X=self.X[name], G=self.G[name]), spec, "row")
+                drop = masks.mask(score(W=self.W[name], X=self.X[name], G=self.G[name]), spec, "row")
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
-            lin.weight.data.copy_(self.dense[name]).masked_fill_(drop, 0)
+            lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
 
     @torch.no_grad()
     def perplexity(self, threshold: float | None) -> tuple[float, bool]:
         """(perplexity, stopped early): stops after the first windows when already above `threshold`."""
         total, predicted = 0.0, 0
         for i, window in enumerate(self.windows):
-            total += window_nll(self.model, window.unsqueeze(0).to(self.device)).item()
+            total += window_nll(self.host.model, window.unsqueeze(0).to(self.device)).item()
             predicted += window.numel() - 1
             if threshold and i + 1 == self.setup.early_windows and i + 1 < len(self.windows):
                 if math.exp(total / predicted) > threshold:
@@ -138,7 +116,7 @@ class FitnessEvaluator:
         except Exception as e:  # a bad candidate must never stop the search
             status, error, fitness = "error", f"{type(e).__name__}: {e}".splitlines()[0], WORST
         finally:
-            self.restore()
+            self.host.restore()
             synchronize(self.device)
         return {
             "fitness": fitness,

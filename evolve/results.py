@@ -114,23 +114,60 @@ def show(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_compare(folder: Path, rows: list, cfg) -> None:
-    """compare.csv, compare.json (rows and configuration) and compare.png (perplexity by method and pattern)."""
+def write_compare(folder: Path, rows: list, cfg, lower_is_better) -> None:
+    """compare.md, compare.csv (a column per score), compare.json (rows and configuration) and compare.png."""
+    from evolve.workbench import columns, table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compare.md").write_text(table(rows) + "\n")
+    cols = columns(rows)
+    flat = [{k: v for k, v in asdict(r).items() if k != "scores"} | {c: r.scores.get(c, "") for c in cols} for r in rows]
+    _csv(folder / "compare.csv", flat, ["method", "point", "sparsity", *cols, "prune_seconds", "eval_seconds",
+                                        "peak_memory_mb", "error"])
+    (folder / "compare.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "config": cfg.model_dump()}, indent=2) + "\n")
+    plot_compare(folder / "compare.png", rows, cols, cfg.model.name, lower_is_better)
+
+
+def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_better) -> None:
+    """One panel per score: grouped bars per sparsity point, one colour per method, the dense model as a
+    dashed line, values on the bars, a log axis for perplexities."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    table = [asdict(r) for r in rows]
-    _csv(folder / "compare.csv", table, table[0].keys())
-    (folder / "compare.json").write_text(json.dumps({"rows": table, "config": cfg.model_dump()}, indent=2) + "\n")
     done = [r for r in rows if not r.error]
-    fig, ax = plt.subplots(figsize=(max(5, len(done) * 0.8), 4))
-    labels = [f"{r.method}\n{r.pattern}" for r in done]
-    ax.bar(range(len(done)), [r.perplexity for r in done])
-    ax.set_xticks(range(len(done)), labels, fontsize=7, rotation=30, ha="right")
-    ax.set(ylabel="perplexity", yscale="log", title=f"{cfg.model.name}: perplexity after pruning")
+    dense = {c: r.scores[c] for r in done if r.point == "-" for c in r.scores}
+    pruned = [r for r in done if r.point != "-"]
+    points = list(dict.fromkeys(r.point for r in pruned))
+    methods = list(dict.fromkeys(r.method for r in pruned))
+    cols = cols or ["(no score)"]
+    width = 0.8 / max(1, len(methods))
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    fig, axes = plt.subplots(len(cols), 1, figsize=(max(6.0, 1.1 * len(points) * max(1, len(methods)) * 0.45 + 2), 3.2 * len(cols)),
+                             squeeze=False)
+    for ax, col in zip(axes[:, 0], cols):
+        log = lower_is_better(col)
+        for j, method in enumerate(methods):
+            xs, ys = [], []
+            for i, point in enumerate(points):
+                value = next((r.scores.get(col) for r in pruned if r.method == method and r.point == point), None)
+                if value is not None and math.isfinite(value):
+                    xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                    ys.append(value)
+            bars = ax.bar(xs, ys, width, label=method, color=colours(j))
+            ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=6, rotation=90, padding=2)
+        if col in dense:
+            ax.axhline(dense[col], color="black", linestyle="--", linewidth=1, label=f"dense {dense[col]:.3g}")
+        ax.set_xticks(range(len(points)), points)
+        ax.set(ylabel=col, title=f"{col} ({'lower' if log else 'higher'} is better)")
+        if log:
+            ax.set_yscale("log")
+        ax.margins(y=0.25)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    axes[0, 0].set_xlabel("")
+    axes[-1, 0].set_xlabel("sparsity point")
+    fig.suptitle(f"{model}: scores after pruning")
     fig.tight_layout()
-    fig.savefig(folder / "compare.png", dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

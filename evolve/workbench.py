@@ -1,35 +1,29 @@
-"""The workbench: a model loaded once with its calibration samples and evaluation windows, so that
-several methods prune the same weights and are measured on the same tokens."""
+"""The workbench: methods run one after another on one host, every one measured by the same scores on
+the same tokens, each row a dictionary of scores."""
 import json
-import sys
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-import gradients
 from evolve.config import Config
-from evolve.perplexity import perplexity, windows
-from pruners import base, data, models
-from pruners.device import peak_memory_bytes, reset_peak_memory, resolve_device, synchronize
+from evolve.host import Host, say
+from evolve.scores import Score, score
+from pruners import base
+from pruners.device import peak_memory_bytes, reset_peak_memory, synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
 class Row:
     method: str
-    pattern: str
+    point: str  # the sparsity point asked for: "50%", "2:4", "row-column 30%"; "-" for the dense model
     sparsity: float  # reached, over all target linears
-    perplexity: float
-    prune_seconds: float
-    eval_seconds: float
-    peak_memory_mb: float
+    scores: dict[str, float] = field(default_factory=dict)  # column -> value, from every score
+    prune_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
     error: str = ""
 
 
@@ -39,87 +33,107 @@ def check_save_dir(path: str | None, force: bool) -> None:
         raise InputError(f"save folder {path} is not empty; pass --force to overwrite it")
 
 
+def scores(config: Config) -> list[Score]:
+    """The configured scores, their options checked before any model loads. The tasks flags (--tasks,
+    --limit, --task-text) are the tasks score's options: naming a task adds it."""
+    e = config.evaluate
+    names = list(dict.fromkeys(e.scores + (["tasks"] if e.tasks else [])))
+    out = []
+    for name in names:
+        options = dict(e.options.get(name, {}))
+        if name == "tasks":
+            text = e.task_text or config.data.eval
+            options = {"tasks": e.tasks, "limit": e.limit, "text": text, "calib": config.data.calib, **options}
+        out.append(score(name, **options))
+        out[-1].check()
+    return out
+
+
+def host(config: Config, **kwargs) -> Host:
+    m, d = config.model, config.data
+    return Host(m.name, m.dtype, m.device, d.calib, d.eval, d.nsamples, d.seqlen, d.seed, d.eval_tokens, d.batch_size, **kwargs)
+
+
 class Workbench:
     def __init__(self, config: Config):
         self.config = config
-        self.device = resolve_device(config.model.device)
-        dtype = models.resolve_dtype(config.model.dtype, self.device)
-        models.resolve(config.model.name)  # bad names and sources fail before any loading
-        calib_text, eval_text = data.texts(config.data.calib, config.data.eval)
-        say(f"loading {config.model.name} ({dtype}) for {self.device}")
-        self.model, self.tokenizer = models.load(config.model.name, dtype)
-        self.seqlen = config.data.seqlen or min(models.context_length(self.model), 2048)
-        d = config.data
-        self.calibration = data.calibration_samples(self.tokenizer, calib_text, d.nsamples, self.seqlen, d.seed)
-        self.windows = windows(data.evaluation_tokens(self.tokenizer, eval_text), self.seqlen, d.eval_tokens)
-        # The dense weights of every target linear stay on the host, to restore between methods.
-        self.dense = {n: lin.weight.detach().to("cpu", copy=True) for n, lin in models.target_linears(self.model).items()}
-        self._gradients = None
+        self.scores = scores(config)
+        self.host = host(config)
 
-    def gradients(self) -> dict[str, torch.Tensor]:
-        """G of the dense model over the calibration samples: from the cache, else computed (once)."""
-        if self._gradients is None:
-            self.restore()
-            self.model.to(self.device)
-            self._gradients, path, seconds = gradients.load_or_compute(
-                self.model, self.config.model.name, self.calibration, self.device, log=say
-            )
-            say(f"G {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
-        return self._gradients
+    def measure(self) -> dict[str, float]:
+        """Every score of the model the host holds now."""
+        values = {}
+        for s in self.scores:
+            values.update(s.evaluate(self.host))
+            synchronize(self.host.device)
+        return values
 
-    def restore(self) -> None:
-        for name, linear in models.target_linears(self.model).items():
-            linear.weight.data.copy_(self.dense[name])
+    def lower_is_better(self, column: str) -> bool:
+        return any(s.lower_is_better(column) for s in self.scores)
 
     def run(self, method: base.Pruner, spec: Sparsity) -> Row:
-        """Prune a fresh copy of the dense weights with `method`, then measure perplexity."""
-        G = self.gradients() if method.needs_gradients else None
-        self.restore()
-        reset_peak_memory(self.device)
+        """Prune the dense model with `method`, then measure every score."""
+        h = self.host
+        G = h.statistic("G") if method.needs_gradients else None
+        h.restore()
+        reset_peak_memory(h.device)
         start = time.perf_counter()
-        method.prune(self.model, self.calibration if method.needs_calibration else None, spec, self.device, G)
-        synchronize(self.device)
+        method.prune(h.model, h.calibration if method.needs_calibration else None, spec, h.device, G)
+        synchronize(h.device)
         pruned = time.perf_counter()
-        self.model.to(self.device)
-        ppl = perplexity(self.model, self.windows, self.device)
-        synchronize(self.device)
+        values = self.measure()
         return Row(
             method=method.label(),
-            pattern=spec.pattern,
-            sparsity=base.overall_sparsity(self.model),
-            perplexity=ppl,
+            point="-" if method.name == "dense" else spec.point(),
+            sparsity=base.overall_sparsity(h.model),
+            scores=values,
             prune_seconds=pruned - start,
             eval_seconds=time.perf_counter() - pruned,
-            peak_memory_mb=peak_memory_bytes(self.device) / 2**20,
+            peak_memory_mb=peak_memory_bytes(h.device) / 2**20,
         )
 
     def save(self, path: str, row: Row) -> None:
         """The pruned model (safetensors), its tokenizer and a JSON report of what was done."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
+        self.host.model.save_pretrained(out, safe_serialization=True)
+        self.host.tokenizer.save_pretrained(out)
         report = {
             "result": asdict(row),
-            "layer_sparsity": base.sparsity(self.model),
+            "layer_sparsity": base.sparsity(self.host.model),
             "config": self.config.model_dump(),
-            "seqlen": self.seqlen,
-            "eval_tokens": int(self.windows.numel()),
+            "seqlen": self.host.seqlen,
+            "eval_tokens": int(self.host.windows.numel()),
         }
         (out / "report.json").write_text(json.dumps(report, indent=2))
 
 
-COLUMNS = ("method", "pattern", "sparsity", "perplexity", "prune s", "eval s", "peak MB")
+def columns(rows: list[Row]) -> list[str]:
+    """Every score column of the rows, in the order they first appear."""
+    return list(dict.fromkeys(c for r in rows for c in r.scores))
 
 
-def table_header() -> str:
-    return "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+def table_header(score_columns: list[str]) -> str:
+    names = ["method", "point", "sparsity", *score_columns, "prune s", "eval s", "peak MB"]
+    return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
 
 
-def table_row(row: Row) -> str:
+def _value(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.4f}" if abs(x) < 1 else f"{x:.3f}"
+
+
+def table_row(row: Row, score_columns: list[str]) -> str:
     if row.error:
-        return f"| {row.method} | {row.pattern} | - | failed: {row.error} | - | - | - |"
+        return f"| {row.method} | {row.point} | - | failed: {row.error} |" + " - |" * (len(score_columns) + 2)
+    values = " | ".join(_value(row.scores.get(c)) for c in score_columns)
     return (
-        f"| {row.method} | {row.pattern} | {row.sparsity:.4f} | {row.perplexity:.3f} | "
+        f"| {row.method} | {row.point} | {row.sparsity:.4f} | {values} | "
         f"{row.prune_seconds:.1f} | {row.eval_seconds:.1f} | {row.peak_memory_mb:.0f} |"
     )
+
+
+def table(rows: list[Row]) -> str:
+    cols = columns(rows)
+    return "\n".join([table_header(cols), *(table_row(r, cols) for r in rows)])

@@ -87,7 +87,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("EVOLVE_CACHE", Path.home() / ".cache" / "evolve"))
 
 
-def _hub_reachable() -> bool:
+def hub_reachable() -> bool:
     """Whether the hub's host resolves: where it does not, loading asks the local cache alone instead of
     retrying the network for most of a minute."""
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
@@ -101,7 +101,7 @@ def _hub_reachable() -> bool:
 def _from_pretrained(source: ModelSource, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    local = Path(source.path).is_dir() or not _hub_reachable()
+    local = Path(source.path).is_dir() or not hub_reachable()
     kwargs = {"gguf_file": source.gguf_file, "local_files_only": local}
     tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **kwargs)

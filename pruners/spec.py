@@ -45,7 +45,9 @@ class Sparsity:
         n, m = self.pattern.split(":")
         return int(n), int(m)
 
-    def label(self) -> str:
-        if self.pattern == "unstructured":
-            return f"{self.ratio:g}"
-        return self.pattern if self.nm else f"{self.pattern} {self.ratio:g}"
+    def point(self) -> str:
+        """The point as tables and plots name it: "50%", "2:4", "row-column 30%"."""
+        share = f"{self.ratio * 100:g}%"
+        if self.nm:
+            return self.pattern
+        return share if self.pattern == "unstructured" else f"{self.pattern} {share}"

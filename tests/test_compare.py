@@ -14,9 +14,9 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     assert code == 0
     with (out / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["pattern"]) for r in rows] == [("dense", "-")] + [
+    assert [(r["method"], r["point"]) for r in rows] == [("dense", "-")] + [
         (m, p) for m in ["magnitude", "wanda", "sparsegpt", "surgeon", "metric:pruner-zero", f"metric:{degenerate}"]
-        for p in ["unstructured", "2:4"]
+        for p in ["50%", "2:4"]
     ]
     done = [r for r in rows if not r["error"]]
     assert len(done) == 11
@@ -25,3 +25,5 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("\n| ") == 13  # header and 13 rows
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
+    assert (out / "compare.md").read_text().count("\n| ") == 13  # a line per row after the header
+    assert all(float(r["perplexity"]) > 1 for r in done)

@@ -24,16 +24,17 @@ def rows(bench):
 
 
 def test_wanda_sits_between_dense_and_magnitude(rows):
-    assert rows["dense"].perplexity < rows["wanda"].perplexity < rows["magnitude"].perplexity
+    ppl = {name: row.scores["perplexity"] for name, row in rows.items()}
+    assert ppl["dense"] < ppl["wanda"] < ppl["magnitude"]
     assert rows["wanda"].sparsity == pytest.approx(0.5, abs=1e-3)
     assert rows["magnitude"].sparsity == pytest.approx(0.5, abs=1e-6)  # exactly, despite the Q4 ties
     assert rows["dense"].sparsity < 0.01
 
 
 def test_the_embedded_model_is_a_llama_on_a_16_level_grid(bench):
-    assert type(bench.model).__name__ == "LlamaForCausalLM"
-    assert len(models.target_linears(bench.model)) == 30 * 7
-    block = bench.model.model.layers[0].self_attn.q_proj.weight[0, :32]  # one Q4_1 block of 32
+    assert type(bench.host.model).__name__ == "LlamaForCausalLM"
+    assert len(models.target_linears(bench.host.model)) == 30 * 7
+    block = bench.host.model.model.layers[0].self_attn.q_proj.weight[0, :32]  # one Q4_1 block of 32
     assert len(torch.unique(block)) <= 16
 
 
@@ -43,9 +44,9 @@ def test_save_writes_a_model_that_reloads_pruned(bench, tmp_path):
     row = bench.run(pruners.method("wanda"), Sparsity.parse("2:4"))
     bench.save(str(tmp_path), row)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["result"]["pattern"] == "2:4"
+    assert report["result"]["point"] == "2:4"
     assert report["layer_sparsity"]["0.mlp.up_proj"] == pytest.approx(0.5, abs=1e-4)  # plus dense zeros
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     saved = reloaded.model.layers[5].mlp.down_proj.weight
-    assert torch.equal(saved, bench.model.model.layers[5].mlp.down_proj.weight)
+    assert torch.equal(saved, bench.host.model.model.layers[5].mlp.down_proj.weight)
     assert ((saved.view(-1, 4) != 0).sum(1) <= 2).all()

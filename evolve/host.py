@@ -1,0 +1,119 @@
+"""The host: one model loaded once, its dense state, its calibration and evaluation tokens and its
+statistics, shared by `evolve baseline/apply/compare/eval` and by every fitness worker.
+
+Between methods the host restores the dense model from a snapshot of its whole state, not by copying
+weights back by name, so a method may change shapes or drop modules and the next one still starts dense.
+"""
+import copy
+import sys
+from collections.abc import Callable
+
+import torch
+
+import gradients
+from evolve.perplexity import windows
+from pruners import data, models
+from pruners.device import resolve_device
+from pruners.walker import walk
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Host:
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        device: str = "auto",
+        calib: str = "pydoc",
+        eval: str = "pydoc",
+        nsamples: int = 128,
+        seqlen: int | None = None,
+        seed: int = 0,
+        eval_tokens: int | None = None,
+        batch_size: int = 8,
+        on_device: bool = False,
+        log: Callable[[str], None] = say,
+    ):
+        """on_device: keep the whole model (and its snapshot) on the device, for repeated evaluation as a
+        fitness worker does; otherwise the model stays on the host and methods move one block at a time."""
+        self.name, self.log, self.batch_size = model, log, batch_size
+        self.device = resolve_device(device)
+        self.dtype = models.resolve_dtype(dtype, self.device)
+        models.resolve(model)  # bad names and sources fail before any loading
+        self.calib_text, self.eval_text = data.texts(calib, eval)
+        log(f"loading {model} ({self.dtype}) for {self.device}")
+        self.model, self.tokenizer = models.load(model, self.dtype)
+        self.seqlen = seqlen or min(models.context_length(self.model), 2048)
+        self.calibration = data.calibration_samples(self.tokenizer, self.calib_text, nsamples, self.seqlen, seed)
+        self.windows = windows(data.evaluation_tokens(self.tokenizer, self.eval_text), self.seqlen, eval_tokens)
+        if on_device:
+            self.model.to(self.device)
+        # The dense state where the weights live now: the host's memory, or the device's for a worker.
+        self._dense = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._config = copy.deepcopy(self.model.config)
+        self._statistics: dict[str, dict[str, torch.Tensor]] = {}
+
+    def dense_weight(self, target: str) -> torch.Tensor:
+        """The dense (out, in) weight of a target linear ('3.mlp.up_proj'), from the snapshot."""
+        return self._dense[self._state_key[target]]
+
+    @property
+    def _state_key(self) -> dict[str, str]:
+        names = {id(m): n for n, m in self.model.named_modules()}
+        return {t: f"{names[id(lin)]}.weight" for t, lin in models.target_linears(self.model).items()}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the dense model back. Same structure: copy the snapshot into the live tensors (they keep
+        their device); a method changed shapes or modules: rebuild the model from the dense config."""
+        state = self.model.state_dict()
+        same = state.keys() == self._dense.keys() and all(state[k].shape == v.shape for k, v in self._dense.items())
+        if same:
+            for key, value in self._dense.items():
+                state[key].copy_(value)
+            return
+        from transformers.initialization import no_init_weights
+
+        device = next(self.model.parameters()).device
+        with no_init_weights(), device:  # its weights come from the snapshot: no random init
+            model = type(self.model)(copy.deepcopy(self._config)).to(self.dtype)
+        model.load_state_dict(self._dense)
+        self.model = model.eval()
+
+    def place(self) -> None:
+        """The whole model on the device, for evaluation."""
+        self.model.to(self.device)
+
+    def statistic(self, name: str) -> dict[str, torch.Tensor]:
+        """A statistic of the dense model by target name, computed once: 'X' (input norms per channel,
+        (1, in)) or 'G' (gradient magnitudes, (out, in), cached on disk across runs)."""
+        if name not in self._statistics:
+            self.restore()
+            self._statistics[name] = STATISTICS[name](self)
+        return self._statistics[name]
+
+
+def _input_norms(host: Host) -> dict[str, torch.Tensor]:
+    """X of every target linear from the dense model: the walker gathering statistics, pruning nothing."""
+    out = {}
+
+    def record(index, _block, _targets, stats):
+        for name, s in stats.items():
+            out[f"{index}.{name}"] = s["X"]
+
+    host.log("statistics: X from the dense model")
+    walk(host.model, host.calibration, host.device, ("X",), record, host.batch_size)
+    return out
+
+
+def _gradients(host: Host) -> dict[str, torch.Tensor]:
+    host.place()
+    G, path, seconds = gradients.load_or_compute(host.model, host.name, host.calibration, host.device, log=host.log)
+    host.log(f"G {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
+    return G
+
+
+STATISTICS: dict[str, Callable[[Host], dict[str, torch.Tensor]]] = {"X": _input_norms, "G": _gradients}

@@ -1,0 +1,45 @@
+"""The host: one model, restored to its dense state from a snapshot, whatever a method did to it."""
+import torch
+
+from evolve.host import Host
+from pruners import models
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_restore_undoes_weight_changes_and_shape_changes(tiny_dir):
+    host = Host(tiny_dir, calib="pydoc", eval="pydoc", nsamples=2, seqlen=32, eval_tokens=256, log=lambda m: None)
+    ids = host.windows[:1]
+    dense = _logits(host.model, ids)
+    models.target_linears(host.model)["0.mlp.up_proj"].weight.data.zero_()
+    assert not torch.allclose(_logits(host.model, ids), dense)
+    host.restore()
+    assert torch.equal(_logits(host.model, ids), dense)
+    # a method that removes a block and slims an MLP, as structured pruning does
+    del host.model.model.layers[1]
+    host.model.config.num_hidden_layers = 1
+    mlp = host.model.model.layers[0].mlp
+    mlp.down_proj = torch.nn.Linear(8, mlp.down_proj.out_features, bias=False)
+    host.restore()
+    assert host.model.config.num_hidden_layers == 2 and len(host.model.model.layers) == 2
+    assert torch.equal(_logits(host.model, ids), dense)
+    assert host.model.lm_head.weight is host.model.model.embed_tokens.weight or not host.model.config.tie_word_embeddings
+
+
+def test_statistics_are_computed_once_from_the_dense_model(tiny_dir):
+    host = Host(tiny_dir, calib="pydoc", eval="pydoc", nsamples=2, seqlen=32, eval_tokens=256, log=lambda m: None)
+    X = host.statistic("X")
+    models.target_linears(host.model)["0.self_attn.q_proj"].weight.data.zero_()
+    assert host.statistic("X") is X  # memoised, not recomputed on the changed model
+    host.restore()
+    inputs = []
+    hook = models.target_linears(host.model)["0.self_attn.q_proj"].register_forward_hook(
+        lambda m, i, o: inputs.append(i[0]))
+    with torch.no_grad():
+        host.model(input_ids=host.calibration)
+    hook.remove()
+    by_hand = (inputs[0].pow(2).sum(dim=(0, 1)) / 2).sqrt().unsqueeze(0)  # Wanda's norm / sqrt(samples)
+    torch.testing.assert_close(X["0.self_attn.q_proj"], by_hand, rtol=1e-4, atol=1e-6)
