@@ -58,3 +58,31 @@ def test_a_model_that_cannot_be_reached_names_the_embedded_default(capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("evolve: error: cannot load model 'evolve-tests/no-such-model'")
     assert "smollm2-135m" in last
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("evolve: error: "), err
+    return err[0]
+
+
+def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import datasets
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "last-word,nope", "--out", str(out)]) == 2
+    assert "unknown task 'nope'; offline tasks: last-word, continuation" in _one_line(capsys)
+    assert main(["eval", "--tasks", "last-word", "--limit", "0"]) == 2
+    assert "evaluate.limit" in _one_line(capsys)
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to build a task from.")
+    assert main(["baseline", "--tasks", "continuation", "--task-text", f"text:{short}"]) == 2
+    assert "task continuation: the text" in _one_line(capsys)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)  # the same wherever the hub is reachable
+    assert main(["compare", "--tasks", "boolq", "--out", str(out)]) == 2
+    assert "task boolq: its data cannot be reached" in _one_line(capsys)
+    assert not out.exists()  # nothing half-written

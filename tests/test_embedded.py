@@ -50,3 +50,26 @@ def test_save_writes_a_model_that_reloads_pruned(bench, tmp_path):
     saved = reloaded.model.layers[5].mlp.down_proj.weight
     assert torch.equal(saved, bench.host.model.model.layers[5].mlp.down_proj.weight)
     assert ((saved.view(-1, 4) != 0).sum(1) <= 2).all()
+
+
+def test_eval_of_a_saved_folder_gives_the_perplexity_of_the_run_that_saved_it(bench, tmp_path, capsys):
+    from evolve.cli import main
+
+    row = bench.run(pruners.method("magnitude"), Sparsity.parse("unstructured", 0.5))
+    bench.save(str(tmp_path), row)
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path), "--nsamples", "16", "--seqlen", "256", "--eval-tokens", "4096"]) == 0
+    header, _, line = capsys.readouterr().out.strip().splitlines()
+    values = dict(zip(header.split("|"), line.split("|")))
+    assert float(values[" perplexity "]) == pytest.approx(row.scores["perplexity"], rel=1e-5)
+    assert float(values[" sparsity "]) == pytest.approx(row.sparsity, abs=1e-4)
+
+
+def test_dense_predicts_the_last_word_better_than_magnitude_at_half():
+    config = Config.model_validate({"data": {"nsamples": 4, "seqlen": 256, "eval_tokens": 256},
+                                    "evaluate": {"tasks": ["last-word"], "limit": 40}})
+    bench = Workbench(config)
+    half = Sparsity.parse("unstructured", 0.5)
+    dense, magnitude = (bench.run(pruners.method(m), half).scores for m in ("dense", "magnitude"))
+    assert dense["last-word acc"] > magnitude["last-word acc"] + 0.1
+    assert dense["last-word ppl"] < magnitude["last-word ppl"]

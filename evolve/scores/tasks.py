@@ -1,3 +1,4 @@
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -25,13 +26,14 @@ def _offline_when_unreachable() -> None:
 
 
 @lru_cache(maxsize=4)
-def task_manager(calib: str, text: str):
+def task_manager(calib: str, text: str, defaults: bool):
     """lm-eval's task manager with the shipped tasks on its include path; (calib, text) reach their
-    builders as metadata."""
+    builders as metadata. defaults: also index lm-eval's own tasks (about 15,000 YAML files, 15-30 s)."""
     _offline_when_unreachable()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-task notes on defaults it fills in
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR), metadata={"calib": calib, "text": text})
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=defaults, metadata={"calib": calib, "text": text})
 
 
 class Tasks(Score):
@@ -50,11 +52,14 @@ class Tasks(Score):
     calib: str = "pydoc"  # ... which never overlaps this calibration source
     batch_size: int = Field(8, gt=0)  # requests per forward pass
 
+    def _manager(self):
+        return task_manager(self.calib, self.text, not set(self.tasks) <= set(SHIPPED))
+
     def check(self) -> None:
         """Names and data are checked before any model loads: the shipped tasks are built, any other task's
         data must be reachable or cached."""
         data.check_source(self.text)
-        manager = task_manager(self.calib, self.text)
+        manager = self._manager()
         known = set(manager.all_tasks)
         for task in self.tasks:
             if task not in known:
@@ -78,7 +83,7 @@ class Tasks(Score):
 
         host.place()
         lm = HFLM(pretrained=host.model, tokenizer=host.tokenizer, batch_size=self.batch_size, device=str(host.device))
-        out = simple_evaluate(model=lm, tasks=list(self.tasks), limit=self.limit, task_manager=task_manager(self.calib, self.text),
+        out = simple_evaluate(model=lm, tasks=list(self.tasks), limit=self.limit, task_manager=self._manager(),
                               bootstrap_iters=0, log_samples=False, verbosity="ERROR")
         values = {}
         for task in self.tasks:
