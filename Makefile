@@ -17,7 +17,7 @@ $(VENV)/installed: pyproject.toml Makefile
 setup: $(VENV)/installed
 
 run: $(VENV)/installed
-	$(BIN)/evolve search --config configs/search-smollm2.yaml
+	$(BIN)/evolve search --config configs/search-smollm2.yaml --out results/readme-search
 
 compare: $(VENV)/installed
 	$(BIN)/evolve compare --config configs/smollm2-135m.yaml

@@ -144,9 +144,12 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
     cols = cols or ["(no score)"]
     width = 0.8 / max(1, len(methods))
     colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    fig, axes = plt.subplots(len(cols), 1, figsize=(max(6.0, 1.1 * len(points) * max(1, len(methods)) * 0.45 + 2), 3.2 * len(cols)),
-                             squeeze=False)
-    for ax, col in zip(axes[:, 0], cols):
+    ncols = min(2, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    panel_width = max(4.5, 0.45 * len(points) * max(1, len(methods)) + 1.5)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, 3.4 * nrows + 0.8), squeeze=False,
+                             layout="constrained")
+    for ax, col in zip(axes.flat, cols):
         log = lower_is_better(col)
         for j, method in enumerate(methods):
             xs, ys = [], []
@@ -156,18 +159,20 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
                     xs.append(i + (j - (len(methods) - 1) / 2) * width)
                     ys.append(value)
             bars = ax.bar(xs, ys, width, label=method, color=colours(j))
-            ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=6, rotation=90, padding=2)
+            ax.bar_label(bars, labels=[f"{y:.3g}" if abs(y) < 1000 else f"{y:.0f}" for y in ys], fontsize=7,
+                         rotation=90, padding=2)
         if col in dense:
-            ax.axhline(dense[col], color="black", linestyle="--", linewidth=1, label=f"dense {dense[col]:.3g}")
+            ax.axhline(dense[col], color="black", linestyle="--", linewidth=1, label="dense")
         ax.set_xticks(range(len(points)), points)
-        ax.set(ylabel=col, title=f"{col} ({'lower' if log else 'higher'} is better)")
+        dense_note = f", dense {dense[col]:.3g}" if col in dense else ""
+        ax.set(title=f"{col} ({'lower' if log else 'higher'} is better{dense_note})")
         if log:
             ax.set_yscale("log")
-        ax.margins(y=0.25)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
-    axes[0, 0].set_xlabel("")
-    axes[-1, 0].set_xlabel("sparsity point")
-    fig.suptitle(f"{model}: scores after pruning")
-    fig.tight_layout()
+        ax.margins(y=0.3 if log else 0.2)
+    for ax in axes.flat[len(cols):]:
+        ax.set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
+    fig.suptitle(f"{model}: scores after pruning, by sparsity point")
     fig.savefig(path, dpi=110)
     plt.close(fig)
