@@ -11,7 +11,9 @@ class SparseGPT(LayerPruner):
     layer Hessian of the calibration inputs, block by block of columns; unstructured or N:M.
 
     Departures from the original: masks break ties by index and hit the exact count (the original's
-    `<=` threshold prunes every tie); a failing Cholesky raises the damping tenfold instead of crashing.
+    `<=` threshold prunes every tie); a failing Cholesky raises the damping tenfold instead of crashing;
+    for N:M the block is rounded up to a multiple of M (the original lets a group straddle two blocks,
+    and with blocksize 6 some groups of 2:4 keep one weight).
 
         method: sparsegpt
         options: {blocksize: 128, percdamp: 0.01}

@@ -45,6 +45,8 @@ def sparsify(W: torch.Tensor, H: torch.Tensor, spec: Sparsity, blocksize: int = 
     W[:, dead] = 0
     Hinv = damped_inverse_factor(H, percdamp, name)  # (in, in) upper triangular
     nm = spec.nm
+    if nm is not None:  # an N:M group must not straddle two blocks: round the block up to a multiple of M
+        blocksize = -(-blocksize // nm[1]) * nm[1]
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()  # (out, b)
