@@ -86,3 +86,25 @@ def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeyp
     assert main(["compare", "--tasks", "boolq", "--out", str(out)]) == 2
     assert "task boolq: its data cannot be reached" in _one_line(capsys)
     assert not out.exists()  # nothing half-written
+
+
+def _row(out: str) -> dict[str, str]:
+    header, _, line = out.strip().splitlines()[-3:]
+    return {k.strip(): v.strip() for k, v in zip(header.split("|"), line.split("|"))}
+
+
+def test_eval_of_a_saved_folder_gives_the_perplexity_of_the_run_that_saved_it(tiny_dir, tmp_path, capsys):
+    import json
+
+    data = ["--nsamples", "4", "--seqlen", "32", "--eval-tokens", "512"]
+    saved = tmp_path / "pruned"
+    assert main(["baseline", "--model", tiny_dir, "--method", "wanda", "--sparsity", "0.5", "--save", str(saved), *data]) == 0
+    pruned = json.loads((saved / "report.json").read_text())["result"]
+    capsys.readouterr()
+    assert main(["eval", "--model", str(saved), *data]) == 0
+    again = _row(capsys.readouterr().out)
+    assert float(again["perplexity"]) == pytest.approx(pruned["scores"]["perplexity"], rel=1e-6)
+    assert float(again["sparsity"]) == pytest.approx(pruned["sparsity"], abs=1e-4)
+    assert main(["eval", "--model", tiny_dir, *data]) == 0  # the dense model differs: the save was not a no-op
+    dense = float(_row(capsys.readouterr().out)["perplexity"])
+    assert abs(dense / pruned["scores"]["perplexity"] - 1) > 1e-4
