@@ -55,7 +55,14 @@ def _floats(text: str) -> list[float]:
 
 
 def _words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    """A comma list whose items may hold commas inside parentheses: 'wanda,metric:mul(W, X)'."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text + ","):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return [x for x in items if x]
 
 
 def parser() -> argparse.ArgumentParser:

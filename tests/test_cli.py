@@ -108,3 +108,12 @@ def test_eval_of_a_saved_folder_gives_the_perplexity_of_the_run_that_saved_it(ti
     assert main(["eval", "--model", tiny_dir, *data]) == 0  # the dense model differs: the save was not a no-op
     dense = float(_row(capsys.readouterr().out)["perplexity"])
     assert abs(dense / pruned["scores"]["perplexity"] - 1) > 1e-4
+
+
+def test_comma_lists_keep_commas_inside_a_metric_expression():
+    from evolve.cli import parser
+
+    args = vars(parser().parse_args(["compare", "--methods", "wanda, metric:abs(mul(mul(X, W), log(X))),dense",
+                                     "--tasks", "last-word,continuation"]))
+    assert args["compare.methods"] == ["wanda", "metric:abs(mul(mul(X, W), log(X)))", "dense"]
+    assert args["evaluate.tasks"] == ["last-word", "continuation"]
