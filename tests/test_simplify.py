@@ -111,3 +111,32 @@ def test_degenerate_metrics_are_found_without_a_model(text, why):
 def test_useful_metrics_pass_the_check():
     for text in ["abs(W)", "mul(abs(W), X)", "mul(abs(mul(W, W)), mms(G))", "G", "mul(X, G)"]:
         check(parse(text))
+
+
+def _trees_to_depth_two():
+    """Every tree of depth <= 2 over W (signed), X, G and the constants -1 and 0.5, with any operator."""
+    from metrics.ops import OPS
+    from metrics.tree import constant, make
+
+    leaves = [make("W"), make("X"), make("G"), constant(-1), constant(0.5)]
+    unary = [op for op, o in OPS.items() if o.arity == 1]
+    binary = [op for op, o in OPS.items() if o.arity == 2]
+    one = leaves + [make(u, a) for u in unary for a in leaves] + [make(b, x, y) for b in binary for x in leaves for y in leaves]
+    return one + [make(u, t) for u in unary for t in one] + [make(b, t, y) for b in binary for t in one for y in leaves] + \
+        [make(b, y, t) for b in binary for t in one for y in leaves]
+
+
+@pytest.mark.filterwarnings("ignore:std")  # zsn of a lone constant
+def test_what_simplification_calls_nonnegative_is_nonnegative_on_signed_inputs():
+    """abs(x >= 0) -> x drops an abs on this claim: a wrong claim would change masks wherever x < 0."""
+    from metrics.check import probe
+    from metrics.compile import evaluate
+    from metrics.simplify import nonnegative
+
+    leaves = probe(rows=8, cols=16)
+    trees = _trees_to_depth_two()
+    claimed = [t for t in trees if nonnegative(t)]
+    for tree in claimed:
+        value = evaluate(tree, **leaves)
+        assert (value[~value.isnan()] >= 0).all(), tree
+    assert 0.2 < len(claimed) / len(trees) < 0.8  # the claim is made, and withheld, often
