@@ -76,3 +76,10 @@ def test_a_registered_score_is_a_column(tiny_dir, tmp_path, monkeypatch):
         rows = list(csv.DictReader(f))
     assert [float(r["fake"]) for r in rows] == [8.5, 8.5]  # 256 tokens = 8 windows of 32
     assert all(float(r["perplexity"]) > 1 for r in rows)
+
+
+def test_only_perplexities_are_lower_is_better():
+    perplexity, tasks = score("perplexity"), score("tasks", tasks=["last-word"])
+    columns = {"perplexity": True, "last-word ppl": True, "last-word acc": False, "continuation acc_norm": False}
+    for column, lower in columns.items():
+        assert any(s.lower_is_better(column) for s in (perplexity, tasks)) == lower, column

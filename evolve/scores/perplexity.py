@@ -18,4 +18,4 @@ class Perplexity(Score):
         return {"perplexity": perplexity(host.model, host.windows, host.device)}
 
     def lower_is_better(self, column: str) -> bool:
-        return True
+        return column == "perplexity"
