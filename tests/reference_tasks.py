@@ -17,15 +17,16 @@ def loglikelihood(model, tokenizer, context: str, continuation: str) -> tuple[fl
 
 
 def scores(model, tokenizer, last_word: list[dict], continuation: list[dict]) -> dict[str, float]:
-    lls, greedy = zip(*(loglikelihood(model, tokenizer, d["context"], " " + d["target"]) for d in last_word))
-    acc = acc_norm = 0
-    for d in continuation:
-        ll = [loglikelihood(model, tokenizer, d["context"], " " + c)[0] for c in d["choices"]]
-        acc += max(range(len(ll)), key=ll.__getitem__) == d["label"]
-        acc_norm += max(range(len(ll)), key=lambda i: ll[i] / len(d["choices"][i])) == d["label"]
-    return {
-        "last-word acc": sum(greedy) / len(greedy),
-        "last-word ppl": math.exp(-sum(lls) / len(lls)),
-        "continuation acc": acc / len(continuation),
-        "continuation acc_norm": acc_norm / len(continuation),
-    }
+    """The columns of the tasks given examples of (either list may be empty)."""
+    out = {}
+    if last_word:
+        lls, greedy = zip(*(loglikelihood(model, tokenizer, d["context"], " " + d["target"]) for d in last_word))
+        out |= {"last-word acc": sum(greedy) / len(greedy), "last-word ppl": math.exp(-sum(lls) / len(lls))}
+    if continuation:
+        acc = acc_norm = 0
+        for d in continuation:
+            ll = [loglikelihood(model, tokenizer, d["context"], " " + c)[0] for c in d["choices"]]
+            acc += max(range(len(ll)), key=ll.__getitem__) == d["label"]
+            acc_norm += max(range(len(ll)), key=lambda i: ll[i] / len(d["choices"][i])) == d["label"]
+        out |= {"continuation acc": acc / len(continuation), "continuation acc_norm": acc_norm / len(continuation)}
+    return out
