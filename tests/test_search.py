@@ -117,3 +117,91 @@ def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path)
         (a,) = engine.tb.mutate(engine.tb.clone(a))
         a, b = engine.tb.mate(a, engine.tb.clone(b))
         metrics.parse(str(a))  # still a metric of the language
+
+
+class OraclePool:
+    """A fitness without a model, where metrics really differ (on the tiny random model every metric gives a
+    perplexity of about the vocabulary size, so there is nothing to optimise): 1 + the share of the weights of
+    a fixed random layer whose keep/drop decision at 50% per row differs from Wanda's. NaN scores are WORST."""
+
+    def __init__(self, setup):
+        import torch
+
+        from pruners.spec import Sparsity
+
+        generator = torch.Generator().manual_seed(0)
+        self.W = torch.randn(32, 64, generator=generator)  # (out, in)
+        self.X = torch.rand(1, 64, generator=generator) * 4  # (1, in): channel norms of very different sizes
+        self.G = torch.rand(32, 64, generator=generator)
+        self.spec = Sparsity.parse("unstructured", 0.5)
+        self.target = self.drop("mul(abs(W), X)")
+        self.jobs = []  # the jobs of each call, in order
+
+    def drop(self, expression: str):
+        import metrics
+        from pruners import masks
+
+        score = metrics.compile_metric(metrics.parse(expression))(W=self.W, X=self.X, G=self.G)
+        return masks.mask(score, self.spec, "row")
+
+    def map(self, jobs, threshold, on_result):
+        self.jobs.append([expression for _, expression in jobs])
+        for job in jobs:
+            try:
+                fitness = 1 + (self.drop(job[1]) != self.target).float().mean().item()
+            except FloatingPointError:
+                fitness = WORST
+            on_result(job, {"fitness": fitness, "status": "ok", "error": "", "points": "{}", "seconds": 0.0, "worker": "oracle"})
+
+    def close(self):
+        pass
+
+
+def logbook(folder: Path) -> list[dict]:
+    with (folder / "logbook.csv").open() as f:
+        return [{k: float(v) if k != "best_expression" else v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def oracle_search(folder: Path, pools: list, **search) -> Search:
+    cfg = search_config("smollm2-135m", population=16, generations=8, **search)  # the pool never loads it
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def factory(setup):
+        pools.append(OraclePool(setup))
+        return pools[-1]
+
+    engine = Search(cfg, folder, factory, log=lambda _: None)
+    engine.run(resume=False)
+    return engine
+
+
+def test_the_search_improves_where_metrics_differ(tmp_path):
+    pools = []
+    oracle_search(tmp_path / "run", pools)
+    rows = logbook(tmp_path / "run")
+    best = [r["best"] for r in rows]
+    assert all(b <= a for a, b in zip(best, best[1:])), best  # elitism: the best never gets worse
+    assert best[-1] < best[0]  # lower is better: a search maximising perplexity fails here
+    assert rows[-1]["median"] < rows[0]["median"]
+    hall_of_fame = hall(tmp_path / "run")
+    assert float(hall_of_fame[0]["fitness"]) == best[-1] == min(float(r["fitness"]) for r in hall_of_fame)
+
+
+def test_generation_counters_add_up_to_the_store(tmp_path):
+    pools = []
+    engine = oracle_search(tmp_path / "run", pools)
+    rows, (pool,) = logbook(tmp_path / "run"), pools
+    evaluations = [int(r["evaluations"]) for r in rows]
+    assert [n for n in evaluations if n] == [len(jobs) for jobs in pool.jobs]  # a generation with no new metric maps nothing
+    assert rows[0]["evaluations"] + rows[0]["cache_hits"] == 16  # generation 0: 16 distinct individuals
+    evaluated = [e for jobs in pool.jobs for e in jobs]
+    assert len(set(evaluated)) == len(evaluated)  # nothing is evaluated twice in one run
+    store = Store(str(tmp_path / "run" / "evaluations.sqlite"), engine.setup.context())
+    assert store.count() == sum(evaluations) == len(evaluated)
+
+    again = []  # the same search again on the same store: every metric is a cache hit, no pool is started
+    oracle_search(tmp_path / "run", again)
+    rows_again = logbook(tmp_path / "run")
+    assert again == [] and all(r["evaluations"] == 0 for r in rows_again)
+    assert rows_again[0]["cache_hits"] == 16
+    assert [r["best"] for r in rows_again] == [r["best"] for r in rows]
