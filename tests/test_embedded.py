@@ -1,4 +1,5 @@
-"""On the real embedded model, with small token counts (about a minute on 2 cores)."""
+"""On the real embedded model, with small token counts. The default run loads it once (a smoke test); the
+runs that prune and evaluate it take minutes on 2 cores and are marked slow."""
 import json
 
 import pytest
@@ -23,6 +24,7 @@ def rows(bench):
     return {name: bench.run(pruners.method(name), half) for name in ("dense", "magnitude", "wanda")}
 
 
+@pytest.mark.slow  # two minutes: three pruned models
 def test_wanda_sits_between_dense_and_magnitude(rows):
     ppl = {name: row.scores["perplexity"] for name, row in rows.items()}
     assert ppl["dense"] < ppl["wanda"] < ppl["magnitude"]
@@ -53,6 +55,7 @@ def test_save_writes_a_model_that_reloads_pruned(bench, tmp_path):
     assert ((saved.view(-1, 4) != 0).sum(1) <= 2).all()
 
 
+@pytest.mark.slow  # a minute: lm-eval on two models
 def test_dense_predicts_the_last_word_better_than_magnitude_at_half():
     config = Config.model_validate({"data": {"nsamples": 4, "seqlen": 256, "eval_tokens": 256},
                                     "evaluate": {"tasks": ["last-word"], "limit": 40}})

@@ -1,0 +1,84 @@
+"""The fitness against numbers computed another way: masks chosen by argsort here, perplexity by
+evolve.perplexity over the same windows (what `evolve eval` reports)."""
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import pruners
+from evolve.fitness import FitnessEvaluator, FitnessSetup
+from evolve.perplexity import perplexity
+from pruners import models
+from pruners.spec import Sparsity
+
+from test_walker import naive_wanda
+
+
+@pytest.fixture(scope="module")
+def evaluator(tiny_dir):
+    setup = FitnessSetup(
+        model=tiny_dir, dtype="float32", device="cpu", calib="pydoc", eval="pydoc", nsamples=4, seqlen=32, seed=0,
+        batch_size=4, points=("0.5", "2:4"), fitness_tokens=128, early_windows=1, recalibrate=False,
+    )
+    return FitnessEvaluator(setup)
+
+
+def pruned_by_argsort(evaluator, group: int | None) -> torch.nn.Module:
+    """A copy of the dense model with |W| X's lowest half dropped per row (group None) or 2 of every 4."""
+    model = copy.deepcopy(evaluator.host.model)
+    for name, lin in models.target_linears(model).items():
+        W = evaluator.W[name]
+        score = W.abs() * evaluator.X[name]  # (out, in); random float weights: no ties
+        rows = score.reshape(-1, group) if group else score
+        drop = rows.argsort(dim=1)[:, : rows.shape[1] // 2]
+        lin.weight.data = W.clone().reshape(rows.shape).scatter_(1, drop, 0.0).reshape(W.shape)
+    return model
+
+
+def test_fitness_is_the_geometric_mean_of_the_points_perplexities(evaluator):
+    windows, cpu = evaluator.host.windows, torch.device("cpu")
+    assert windows.shape == (4, 32)
+    dense = perplexity(evaluator.host.model, windows, cpu)
+    half = perplexity(pruned_by_argsort(evaluator, None), windows, cpu, batch_size=4)
+    two_four = perplexity(pruned_by_argsort(evaluator, 4), windows, cpu, batch_size=4)
+    result = evaluator.evaluate("mul(abs(W), X)")
+    assert result["status"] == "ok"
+    points = eval(result["points"])
+    assert points["0.5"] == pytest.approx(half, rel=1e-5)
+    assert points["2:4"] == pytest.approx(two_four, rel=1e-5)
+    assert result["fitness"] == pytest.approx(math.sqrt(half * two_four), rel=1e-5)
+    # the combination itself, exactly: the two points are so close that an arithmetic mean is within 1e-7
+    assert result["fitness"] == pytest.approx(math.sqrt(points["0.5"] * points["2:4"]), rel=1e-12)
+    assert half != pytest.approx(two_four, rel=1e-4)  # two numbers, not one counted twice (a random model: both near the vocabulary size)
+    assert perplexity(evaluator.host.model, windows, cpu) == dense  # and the model was put back dense
+
+
+def test_early_stop_returns_the_first_windows_perplexity(evaluator):
+    first = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows[:1], torch.device("cpu"))
+    stopped = evaluator.evaluate("mul(abs(W), X)", threshold=1.0)  # every perplexity is above 1
+    assert stopped["status"] == "early"
+    assert eval(stopped["points"]) == pytest.approx({"0.5": first}, rel=1e-5)
+    assert stopped["fitness"] == pytest.approx(first, rel=1e-5)
+    whole = evaluator.evaluate("mul(abs(W), X)", threshold=1e9)
+    assert whole["status"] == "ok" and set(eval(whole["points"])) == {"0.5", "2:4"}
+
+
+def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):
+    recalibrating = FitnessEvaluator(dataclasses.replace(evaluator.setup, recalibrate=True, points=("0.5",)))
+    host = recalibrating.host
+    model = copy.deepcopy(host.model)
+    naive_wanda(model, host.calibration, Sparsity.parse("unstructured", 0.5))  # X from the pruned path, the slow way
+    expected = perplexity(model, host.windows, torch.device("cpu"))
+    result = recalibrating.evaluate("mul(abs(W), X)")
+    assert result["fitness"] == pytest.approx(expected, rel=1e-5)
+    one_shot = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, torch.device("cpu"))
+    assert expected != pytest.approx(one_shot, rel=1e-4)  # on this model dense X and pruned-path X choose differently
+
+
+def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
+    result = evaluator.evaluate("div(W, sub(W, W))")  # W / 0
+    assert (result["fitness"], result["status"]) == (float("inf"), "nan")
+    assert "NaN or Inf" in result["error"]
+    assert evaluator.evaluate("mul(abs(W), X)")["status"] == "ok"  # the model came back dense
