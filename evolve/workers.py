@@ -64,6 +64,8 @@ def _reachable(address: str) -> None:
 
 
 class RayPool:
+    body = _Actor  # what each actor runs
+
     def __init__(self, setup: FitnessSetup, workers: int, address: str | None, timeout_s: float, log=print):
         import ray
 
@@ -82,19 +84,31 @@ class RayPool:
             options["num_gpus"] = 1  # each actor keeps a model on its own GPU
         if setup.device == "hpu":
             options["resources"] = {"HPU": 1}
-        actor = ray.remote(_Actor).options(**options)
+        actor = ray.remote(self.body).options(**options)
         self.make = lambda: actor.remote(setup, threads)
         self.workers = workers
         self.timeout_s = timeout_s
         log(f"starting {workers} Ray worker(s), {threads} torch thread(s) each")
         # The first worker fills the on-disk caches (converted model, G) before the others start.
-        self.actors = [self.make()]
-        ray.get(self.actors[0].pid.remote())
-        self.actors += [self.make() for _ in range(workers - 1)]
+        self.actors = self.started([self.make()])
+        self.actors += self.started([self.make() for _ in range(workers - 1)])
+
+    def started(self, actors: list) -> list:
+        """The actors, once each has loaded its model. One that cannot start (no memory for the model, a
+        broken install) would fail every candidate given to it: the search stops with its reason instead;
+        everything evaluated so far is stored and the run resumes from its last generation."""
+        try:
+            self.ray.get([a.pid.remote() for a in actors])
+        except self.ray.exceptions.RayError as error:
+            for a in actors:
+                self.ray.kill(a)
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise InputError(f"a Ray worker failed to start: {lines[-1] if lines else type(error).__name__}") from None
+        return actors
 
     def restart(self, i: int) -> None:
         self.ray.kill(self.actors[i], no_restart=True)
-        self.actors[i] = self.make()
+        (self.actors[i],) = self.started([self.make()])
 
     def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult) -> None:
         ray = self.ray

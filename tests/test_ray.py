@@ -1,13 +1,16 @@
-"""Ray evaluation: two workers on a tiny model, one killed mid-run (about a minute: Ray starts here)."""
+"""Ray evaluation: two workers on a tiny model, one killed mid-run; and workers that hang, die on every
+candidate of a kind, or cannot start, with an actor body that needs no model (Ray starts once here)."""
 import os
 import signal
+import sys
 import time
 
 import pytest
 
-from evolve.search import Search
+from evolve.search import Search, fitness_setup
 from evolve.store import Store
 from evolve.workers import RayPool
+from pruners.errors import InputError
 
 from test_search import hall, search_config
 
@@ -28,10 +31,13 @@ class KillingPool(RayPool):
         super().map(jobs, threshold, wrapped)
 
 
-@pytest.fixture
-def ray_session():
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
     import ray
 
+    # where Faulty workers note each candidate they start; set before Ray starts so its workers inherit it
+    os.environ["FAULTY_LOG"] = str(tmp_path_factory.mktemp("faulty") / "started.txt")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     yield ray
     ray.shutdown()
 
@@ -47,6 +53,59 @@ def test_search_with_two_ray_workers_survives_a_killed_worker(tiny_dir, tmp_path
     rows = Store(str(folder / "evaluations.sqlite"), {}).db.execute("SELECT status, worker FROM evaluations").fetchall()
     assert all(status in ("ok", "early") for status, _ in rows), rows
     assert len({worker for _, worker in rows}) >= 2  # both workers (and the restarted one) did work
+
+
+class Faulty:
+    """An actor body without a model: metrics with G hang, metrics with X kill their worker, and a model
+    named 'no-room' fails while starting."""
+
+    def __init__(self, setup, threads):
+        if setup.model == "no-room":
+            raise MemoryError("not enough memory for the model")
+
+    def evaluate(self, expression, threshold):
+        with open(os.environ["FAULTY_LOG"], "a") as log:
+            log.write(f"{expression} {os.getpid()}\n")
+        if "G" in expression:
+            time.sleep(600)
+        if "X" in expression:
+            os._exit(1)
+        return {"fitness": 10.0 + len(expression), "status": "ok", "error": "", "points": "{}", "seconds": 0.0,
+                "worker": str(os.getpid())}
+
+    def pid(self):
+        return os.getpid()
+
+
+class FaultyPool(RayPool):
+    body = Faulty
+
+
+def test_hung_and_dying_workers_are_recorded_and_the_rest_is_evaluated(ray_session):
+    pool = FaultyPool(fitness_setup(search_config("smollm2-135m")), 2, None, timeout_s=3, log=lambda _: None)
+    jobs = [("a", "abs(W)"), ("b", "mul(W, G)"), ("c", "mul(W, X)"), ("d", "sqr(W)")]
+    results = {}
+    start = time.monotonic()
+    pool.map(jobs, None, lambda job, result: results.setdefault(job[0], result))
+    pool.close()
+    assert set(results) == {"a", "b", "c", "d"}
+    assert (results["a"]["status"], results["a"]["fitness"]) == ("ok", 16.0)
+    assert (results["d"]["status"], results["d"]["fitness"]) == ("ok", 16.0)
+    assert (results["b"]["status"], results["b"]["fitness"]) == ("timeout", float("inf"))
+    assert results["b"]["error"] == "no result after 3 s"
+    assert (results["c"]["status"], results["c"]["fitness"]) == ("error", float("inf"))
+    assert results["c"]["error"].startswith("worker died twice")
+    with open(os.environ["FAULTY_LOG"]) as log:
+        started = [line.rsplit(" ", 1) for line in log.read().splitlines()]
+    tries = [pid for expression, pid in started if expression == "mul(W, X)"]
+    assert len(tries) == 2 and tries[0] != tries[1]  # retried once, on a restarted worker
+    assert [expression for expression, _ in started].count("mul(W, G)") == 1  # a timeout is not retried
+    assert time.monotonic() - start < 120  # the hung worker was killed, not waited for
+
+
+def test_a_worker_that_cannot_start_stops_the_search_with_its_reason(ray_session):
+    with pytest.raises(InputError, match="a Ray worker failed to start: .*not enough memory for the model"):
+        FaultyPool(fitness_setup(search_config("no-room")), 1, None, timeout_s=3, log=lambda _: None)
 
 
 def test_unreachable_ray_address_is_one_line(capsys, tmp_path):
