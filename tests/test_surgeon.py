@@ -111,3 +111,23 @@ def test_removals_in_several_rows_are_exact_obs_when_rows_are_uncorrelated():
     _, want = brute_force(W, G, A, Q)
     got = remove_elements(W, torch.linalg.inv(G), torch.linalg.inv(A), mask, budget=1)
     assert torch.allclose(got, want, atol=1e-9)
+
+
+def test_one_global_selection_by_curvature_and_its_updates_on_a_probe():
+    """Two hand-set layers. Removal costs w^2 / (2 Ginv_ii Ainv_jj): a = [[.5, .2], [4.5, .8]],
+    b = [[.03125, .5625, 3.125]]. At 60% of the 7 weights the four cheapest anywhere go: b's first two
+    and a's first row (magnitude would take 0.5, 1, 1.5, 2; 60% per layer would take only three)."""
+    from pruners.surgeon import Surgeon
+
+    a, b = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(3, 1, bias=False)
+    a.weight.data = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b.weight.data = torch.tensor([[0.5, -1.5, 2.5]])
+    Ab = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]], dtype=torch.float64)  # b's inputs correlate
+    inv = {"a": (torch.eye(2), torch.diag(torch.tensor([1.0, 10.0]))), "b": (torch.tensor([[2.0]]), Ab.float())}
+    Surgeon()._elements({"a": a, "b": b}, inv, Sparsity.parse("unstructured", 0.6), 0.6)
+    assert torch.equal(a.weight, torch.tensor([[0.0, 0.0], [3.0, 4.0]]))  # diagonal curvature: the rest unchanged
+    W, G = torch.tensor([[0.5, -1.5, 2.5]], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64)
+    _, want = brute_force(W, G, torch.linalg.inv(Ab), [0, 1])
+    assert b.weight[0, :2].tolist() == [0.0, 0.0]
+    assert b.weight[0, 2].item() == pytest.approx(want[0, 2].item(), rel=1e-5)
+    assert b.weight[0, 2].item() != pytest.approx(2.5, rel=1e-3)  # the kept weight was updated
