@@ -28,7 +28,13 @@ test: $(VENV)/installed
 test-all: $(VENV)/installed
 	$(BIN)/python -m pytest -q -m ""
 
+# Mutation testing (slow, not in CI): mutmut plants one bug at a time in the modules listed in pyproject.toml
+# and runs the default tests that reach it; `$(BIN)/mutmut browse` or `mutmut show NAME` for the survivors.
+mutate: $(VENV)/installed
+	$(BIN)/pip install -q -e '.[mutate]'
+	$(BIN)/mutmut run; $(BIN)/mutmut results
+
 bench: $(VENV)/installed
 	$(BIN)/python benchmarks/run.py
 
-.PHONY: setup run compare test test-all bench
+.PHONY: setup run compare test test-all mutate bench

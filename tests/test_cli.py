@@ -66,6 +66,7 @@ def _one_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.e2e  # lm-eval's task index: 20 s
 def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
     import datasets
 

@@ -51,6 +51,7 @@ def test_pydoc_is_the_sorted_topics_joined():
     assert data.pydoc_text() == "\n\n".join(topics[k] for k in sorted(topics))
 
 
+@pytest.mark.e2e  # the datasets library giving up offline: 20 s
 def test_hub_sources_fail_with_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -33,6 +33,7 @@ def test_wanda_sits_between_dense_and_magnitude(rows):
     assert rows["dense"].sparsity < 0.01
 
 
+@pytest.mark.e2e
 def test_the_embedded_model_is_a_llama_on_a_16_level_grid(bench):
     assert type(bench.host.model).__name__ == "LlamaForCausalLM"
     assert len(models.target_linears(bench.host.model)) == 30 * 7

@@ -42,6 +42,7 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.mark.e2e  # two workers with a model each: 30 s
 def test_search_with_two_ray_workers_survives_a_killed_worker(tiny_dir, tmp_path, ray_session):
     cfg = search_config(tiny_dir, serial=False, workers=2, generations=2)
     folder = tmp_path / "ray"

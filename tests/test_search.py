@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 import evolve.fitness
 from evolve import config as configuration
@@ -46,6 +47,7 @@ def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path
     assert float(hall(a)[0]["fitness"]) == best
 
 
+@pytest.mark.e2e  # a search in a subprocess, killed and resumed: 25 s
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path):
     whole, killed = tmp_path / "whole" / "run", tmp_path / "killed" / "run"
     run(search_config(tiny_dir, generations=4), whole)
