@@ -14,7 +14,7 @@ from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
-from pruners.spec import Sparsity
+from pruners.spec import SHARES, Sparsity
 
 
 def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -41,7 +41,9 @@ def _score_flags(parser: argparse.ArgumentParser) -> None:
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity", dest="prune.sparsity", type=float, help="share of weights to zero (default 0.5)")
-    parser.add_argument("--pattern", dest="prune.pattern", help="unstructured (default) or N:M, e.g. 2:4, 4:8")
+    parser.add_argument("--pattern", dest="prune.pattern",
+                        help="unstructured, N:M (e.g. 2:4), row-column, channels or blocks (default: the method's own)")
+    parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
     parser.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
@@ -52,6 +54,13 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
 def _words(text: str) -> list[str]:
@@ -109,7 +118,9 @@ def parser() -> argparse.ArgumentParser:
     _data_flags(compare)
     compare.add_argument("--methods", dest="compare.methods", type=_words, help="comma list (default dense,magnitude,wanda)")
     compare.add_argument("--sparsity", dest="compare.sparsities", type=_floats, help="comma list (default 0.5)")
-    compare.add_argument("--pattern", dest="compare.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8, row-column")
+    compare.add_argument("--pattern", dest="compare.patterns", type=_words,
+                         help="comma list: unstructured, 2:4, 4:8, row-column, channels, blocks")
+    compare.add_argument("--blocks", dest="compare.blocks", type=_ints, help="pattern blocks' points, comma list")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
     _score_flags(compare)
     return top
@@ -117,8 +128,10 @@ def parser() -> argparse.ArgumentParser:
 
 def baseline(cfg: configuration.Config) -> None:
     p = cfg.prune
-    spec = Sparsity.parse(p.pattern, p.sparsity, p.group)
     method = pruners.method(p.method, **p.options)
+    pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
+    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks)
+    method.check(spec)
     check_save_dir(cfg.save, cfg.force)
     bench = Workbench(cfg)
     say(f"pruning with {method.name} at {spec.point()}")
@@ -137,7 +150,8 @@ def apply(cfg: configuration.Config, metric: str) -> None:
 def evaluate(cfg: configuration.Config) -> None:
     bench = Workbench(cfg)
     start = time.perf_counter()
-    row = Row(cfg.model.name, "-", base.overall_sparsity(bench.host.model), bench.measure())
+    model = bench.host.model
+    row = Row(cfg.model.name, "-", base.overall_sparsity(model), params=base.counts(model)[1], scores=bench.measure())
     row.eval_seconds = time.perf_counter() - start
     print(table([row]))
 
@@ -152,10 +166,16 @@ def compute_gradients(cfg: configuration.Config) -> None:
 
 
 def compare_points(cfg: configuration.Config) -> list[Sparsity]:
-    points = []
-    for pattern in cfg.compare.patterns:
-        if pattern in ("unstructured", "row-column"):
-            points += [Sparsity.parse(pattern, s) for s in cfg.compare.sparsities]
+    c, points = cfg.compare, []
+    if c.blocks and "blocks" not in c.patterns:
+        raise InputError("--blocks gives the points of pattern blocks: add blocks to --pattern")
+    for pattern in c.patterns:
+        if pattern in SHARES:
+            points += [Sparsity.parse(pattern, s) for s in c.sparsities]
+        elif pattern == "blocks":
+            if not c.blocks:
+                raise InputError("pattern blocks needs its points: --blocks N[,N...]")
+            points += [Sparsity.parse(pattern, blocks=n) for n in c.blocks]
         else:
             points.append(Sparsity.parse(pattern))
     return points
@@ -164,11 +184,14 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
 def compare(cfg: configuration.Config, out: str | None = None) -> None:
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name, {})) for name in cfg.compare.methods]
+    for method in methods:  # each method runs at the points of the patterns it prunes
+        if not any(spec.kind() in method.patterns for spec in points):
+            raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
     folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     bench = Workbench(cfg)
     rows = []
     for method in methods:
-        for spec in points[:1] if method.name == "dense" else points:
+        for spec in points[:1] if method.name == "dense" else [s for s in points if s.kind() in method.patterns]:
             say(f"{method.label()} at {spec.point()}")
             try:
                 row = bench.run(method, spec)

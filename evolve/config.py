@@ -30,16 +30,18 @@ class DataConfig(Section):
 
 class PruneConfig(Section):
     method: str = "wanda"
-    sparsity: float | None = None  # None: 0.5 unstructured; N:M implies 1 - N/M
-    pattern: str = "unstructured"  # or N:M, e.g. 2:4
+    sparsity: float | None = None  # None: 0.5 for the shares; N:M implies 1 - N/M
+    pattern: str | None = None  # unstructured, N:M (e.g. 2:4), row-column, channels, blocks; None: the method's default
+    blocks: int | None = None  # pattern blocks: decoder blocks to remove
     group: str | None = None  # row or layer; None: the method's own default
     options: dict[str, Any] = {}  # the method's own options, checked by the method
 
 
 class CompareConfig(Section):
     methods: list[str] = ["dense", "magnitude", "wanda"]
-    sparsities: list[float] = [0.5]
+    sparsities: list[float] = [0.5]  # the points of the share patterns (unstructured, row-column, channels)
     patterns: list[str] = ["unstructured"]
+    blocks: list[int] = []  # the points of pattern blocks
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
 
 

@@ -12,7 +12,7 @@ import torch
 
 import gradients
 from evolve.perplexity import windows
-from pruners import data, models
+from pruners import base, data, models
 from pruners.device import resolve_device
 from pruners.walker import walk
 
@@ -54,6 +54,7 @@ class Host:
         # The dense state where the weights live now: the host's memory, or the device's for a worker.
         self._dense = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._config = copy.deepcopy(self.model.config)
+        self.dense_counts = base.counts(self.model)  # (target weights, all parameters) before any pruning
         self._statistics: dict[str, dict[str, torch.Tensor]] = {}
 
     def dense_weight(self, target: str) -> torch.Tensor:

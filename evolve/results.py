@@ -122,7 +122,7 @@ def write_compare(folder: Path, rows: list, cfg, lower_is_better) -> None:
     (folder / "compare.md").write_text(table(rows) + "\n")
     cols = columns(rows)
     flat = [{k: v for k, v in asdict(r).items() if k != "scores"} | {c: r.scores.get(c, "") for c in cols} for r in rows]
-    _csv(folder / "compare.csv", flat, ["method", "point", "sparsity", *cols, "prune_seconds", "eval_seconds",
+    _csv(folder / "compare.csv", flat, ["method", "point", "sparsity", "removed", "params", *cols, "prune_seconds", "eval_seconds",
                                         "peak_memory_mb", "error"])
     (folder / "compare.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "config": cfg.model_dump()}, indent=2) + "\n")
     plot_compare(folder / "compare.png", rows, cols, cfg.model.name, lower_is_better)

@@ -19,7 +19,9 @@ from pruners.spec import Sparsity
 class Row:
     method: str
     point: str  # the sparsity point asked for: "50%", "2:4", "row-column 30%"; "-" for the dense model
-    sparsity: float  # reached, over all target linears
+    sparsity: float  # share of zeros reached, over the target linears the model has now
+    removed: float = 0.0  # share of the dense model's target weights physically removed (blocks, channels)
+    params: int = 0  # parameters of the whole model now
     scores: dict[str, float] = field(default_factory=dict)  # column -> value, from every score
     prune_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -73,6 +75,7 @@ class Workbench:
 
     def run(self, method: base.Pruner, spec: Sparsity) -> Row:
         """Prune the dense model with `method`, then measure every score."""
+        method.check(spec)
         h = self.host
         G = h.statistic("G") if method.needs_gradients else None
         h.restore()
@@ -82,10 +85,13 @@ class Workbench:
         synchronize(h.device)
         pruned = time.perf_counter()
         values = self.measure()
+        targets, params = base.counts(h.model)
         return Row(
             method=method.label(),
             point="-" if method.name == "dense" else spec.point(),
             sparsity=base.overall_sparsity(h.model),
+            removed=1 - targets / h.dense_counts[0],
+            params=params,
             scores=values,
             prune_seconds=pruned - start,
             eval_seconds=time.perf_counter() - pruned,
@@ -114,7 +120,7 @@ def columns(rows: list[Row]) -> list[str]:
 
 
 def table_header(score_columns: list[str]) -> str:
-    names = ["method", "point", "sparsity", *score_columns, "prune s", "eval s", "peak MB"]
+    names = ["method", "point", "sparsity", "removed", "params M", *score_columns, "prune s", "eval s", "peak MB"]
     return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
 
 
@@ -126,10 +132,10 @@ def _value(x: float | None) -> str:
 
 def table_row(row: Row, score_columns: list[str]) -> str:
     if row.error:
-        return f"| {row.method} | {row.point} | - | failed: {row.error} |" + " - |" * (len(score_columns) + 2)
+        return f"| {row.method} | {row.point} | - | failed: {row.error} |" + " - |" * (len(score_columns) + 4)
     values = " | ".join(_value(row.scores.get(c)) for c in score_columns)
     return (
-        f"| {row.method} | {row.point} | {row.sparsity:.4f} | {values} | "
+        f"| {row.method} | {row.point} | {row.sparsity:.4f} | {row.removed:.4f} | {row.params / 1e6:.2f} | {values} | "
         f"{row.prune_seconds:.1f} | {row.eval_seconds:.1f} | {row.peak_memory_mb:.0f} |"
     )
 

@@ -6,6 +6,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from pruners import masks, models
+from pruners.errors import InputError
 from pruners.spec import Sparsity
 from pruners.walker import walk
 
@@ -15,6 +16,12 @@ class Pruner(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
+    patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
+
+    def check(self, spec: Sparsity) -> None:
+        """Refuse a pattern this method does not prune, before any model loads."""
+        if spec.kind() not in self.patterns:
+            raise InputError(f"method {self.name} prunes {', '.join(self.patterns)}; not {spec.kind()}")
 
     @property
     def needs_calibration(self) -> bool:
@@ -72,6 +79,12 @@ class ScorePruner(LayerPruner):
 def sparsity(model) -> dict[str, float]:
     """Share of zero weights in every target linear, by target name."""
     return {name: (linear.weight == 0).float().mean().item() for name, linear in models.target_linears(model).items()}
+
+
+def counts(model) -> tuple[int, int]:
+    """(weights of the target linears, parameters of the whole model, tied ones once)."""
+    targets = sum(linear.weight.numel() for linear in models.target_linears(model).values())
+    return targets, sum(p.numel() for p in model.parameters())
 
 
 def overall_sparsity(model) -> float:

@@ -1,6 +1,7 @@
 from typing import ClassVar
 
 from pruners.base import Pruner
+from pruners.spec import PATTERNS
 
 
 class Dense(Pruner):
@@ -10,6 +11,7 @@ class Dense(Pruner):
     """
 
     name: ClassVar[str] = "dense"
+    patterns: ClassVar[tuple[str, ...]] = PATTERNS  # it prunes nothing, at any point
 
     @property
     def needs_calibration(self) -> bool:

@@ -34,8 +34,8 @@ def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tenso
     """
     if not torch.isfinite(score).all():
         raise FloatingPointError("score has NaN or Inf entries")
-    if spec.pattern == "row-column":
-        raise InputError("pattern row-column removes whole rows and columns: only the surgeon method prunes it")
+    if spec.kind() not in ("unstructured", "N:M"):
+        raise InputError(f"pattern {spec.pattern} removes structures, not weights chosen by score")
     rows, cols = score.shape
     score = score.float()
     if spec.nm:

@@ -36,6 +36,7 @@ class Surgeon(Pruner):
     """
 
     name: ClassVar[str] = "surgeon"
+    patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M", "row-column")
     curvature: Literal["identity", "activations", "kfac"] = "kfac"
     shots: int = Field(5, ge=1)  # the sparsity grows linearly to the target over this many shots
     damping: float = Field(0.1, gt=0)  # added to A and G as a share of their mean diagonal

@@ -10,20 +10,31 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
     methods = f"dense,magnitude,wanda,sparsegpt,surgeon,metric:pruner-zero,metric:{degenerate}"
     code = main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "256",
-                 "--methods", methods, "--pattern", "unstructured,2:4", "--out", str(out)])
+                 "--methods", methods, "--pattern", "unstructured,2:4,row-column", "--out", str(out)])
     assert code == 0
     with (out / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["point"]) for r in rows] == [("dense", "-")] + [
         (m, p) for m in ["magnitude", "wanda", "sparsegpt", "surgeon", "metric:pruner-zero", f"metric:{degenerate}"]
-        for p in ["50%", "2:4"]
+        for p in (["50%", "2:4", "row-column 50%"] if m == "surgeon" else ["50%", "2:4"])  # what each method prunes
     ]
     done = [r for r in rows if not r["error"]]
-    assert len(done) == 11
+    assert len(done) == 12
     assert all(abs(float(r["sparsity"]) - 0.5) < 0.01 for r in done if r["method"] != "dense")
+    assert all(float(r["removed"]) == 0 and r["params"] == rows[0]["params"] for r in done)  # zeros remove nothing
     assert all("degenerate" in r["error"] for r in rows if r["error"])
     printed = capsys.readouterr().out
-    assert printed.count("\n| ") == 13  # header and 13 rows
+    assert printed.count("\n| ") == 14  # header and 14 rows
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
-    assert (out / "compare.md").read_text().count("\n| ") == 13  # a line per row after the header
+    assert (out / "compare.md").read_text().count("\n| ") == 14  # a line per row after the header
     assert all(float(r["perplexity"]) > 1 for r in done)
+
+
+def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):
+    assert main(["compare", "--methods", "dense,wanda", "--pattern", "row-column", "--out", str(tmp_path / "a")]) == 2
+    assert "method wanda prunes unstructured, N:M: none of the compared patterns" in capsys.readouterr().err
+    assert main(["compare", "--blocks", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "add blocks to --pattern" in capsys.readouterr().err
+    assert main(["compare", "--pattern", "blocks", "--out", str(tmp_path / "c")]) == 2
+    assert "needs its points: --blocks" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

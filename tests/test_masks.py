@@ -110,3 +110,33 @@ def test_bad_specs(pattern, ratio, group, message):
 def test_nm_needs_a_multiple_of_m():
     with pytest.raises(InputError, match="multiple of 4"):
         masks.mask(torch.ones(2, 6), Sparsity.parse("2:4"))
+
+
+@pytest.mark.parametrize(
+    "pattern, ratio, group, blocks, message",
+    [
+        ("blocks", None, None, None, "go together"),
+        ("unstructured", 0.5, None, 4, "go together"),
+        ("blocks", None, None, 0, "at least 1"),
+        ("blocks", 0.5, None, 2, "--sparsity does not apply"),
+        ("channels", 1.0, None, None, "strictly between"),
+        ("2:4", None, "row", None, "unstructured sparsity only"),
+    ],
+)
+def test_bad_structure_specs(pattern, ratio, group, blocks, message):
+    with pytest.raises(InputError, match=message):
+        Sparsity.parse(pattern, ratio, group, blocks)
+
+
+def test_structure_points_and_what_methods_prune():
+    import pruners
+
+    assert Sparsity.parse("blocks", blocks=4).point() == "4 blocks"
+    assert Sparsity.parse("channels", 0.2).point() == "channels 20%"
+    assert Sparsity.parse("4:8").kind() == "N:M"
+    pruners.method("surgeon").check(Sparsity.parse("row-column", 0.3))
+    pruners.method("dense").check(Sparsity.parse("blocks", blocks=2))
+    with pytest.raises(InputError, match="method wanda prunes unstructured, N:M; not row-column"):
+        pruners.method("wanda").check(Sparsity.parse("row-column", 0.3))
+    with pytest.raises(InputError, match="removes structures"):
+        masks.mask(torch.ones(2, 4), Sparsity.parse("channels", 0.5))
