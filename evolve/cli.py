@@ -82,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     _data_flags(baseline)
     baseline.add_argument("--method", dest="prune.method", help=f"one of {', '.join(pruners.METHODS)}, or metric:NAME|FILE")
     _prune_flags(baseline)
+    drop = baseline.add_argument_group("layer-drop options")
+    drop.add_argument("--criterion", dest="prune.options.criterion", help="angular (default) or cosine")
+    drop.add_argument("--tokens", dest="prune.options.tokens", help="last (default) or all")
+    drop.add_argument("--skip", dest="prune.options.skip", type=_ints, help="blocks kept, comma list; -1 is the last (write --skip=-1)")
+    drop.add_argument("--contiguous", dest="prune.options.contiguous", action="store_true", default=None,
+                      help="remove the best run of consecutive blocks (Gromov et al.)")
     _score_flags(baseline)
 
     apply = sub.add_parser("apply", help="prune with a symbolic metric (ours or Pruner-Zero's JSON) and measure perplexity")

@@ -9,6 +9,7 @@ METHODS = {
     "wanda": "pruners.wanda:Wanda",
     "sparsegpt": "pruners.sparsegpt:SparseGPT",
     "surgeon": "pruners.surgeon:Surgeon",
+    "layer-drop": "pruners.layerdrop:LayerDrop",
     "metric": "pruners.symbolic:Metric",  # also spelled metric:NAME|FILE|EXPRESSION
 }
 

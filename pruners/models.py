@@ -166,6 +166,22 @@ def blocks(model) -> nn.ModuleList:
     raise InputError(f"cannot find the {count} decoder blocks of {type(model).__name__}")
 
 
+def remove_blocks(model, drop: list[int]) -> None:
+    """Remove the decoder blocks at `drop` in place. The rest are renumbered (their attention's layer_idx
+    addresses the KV cache) and the config says how many are left, so the model saves and reloads as is."""
+    layers, gone = blocks(model), set(drop)
+    for i in sorted(gone, reverse=True):
+        del layers[i]
+    for i, block in enumerate(layers):
+        for module in block.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+    config = model.config
+    if isinstance(getattr(config, "layer_types", None), list):  # per-block attention kinds (Qwen2, Mistral)
+        config.layer_types = [kind for i, kind in enumerate(config.layer_types) if i not in gone]
+    config.num_hidden_layers = len(layers)
+
+
 def linears(block: nn.Module) -> dict[str, nn.Linear]:
     """Every linear inside a block, by its name relative to the block (e.g. 'self_attn.q_proj')."""
     return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}

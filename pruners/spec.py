@@ -70,5 +70,5 @@ class Sparsity:
         if self.nm:
             return self.pattern
         if self.pattern == "blocks":
-            return f"{self.blocks} blocks"
+            return f"{self.blocks} block{'s' if self.blocks > 1 else ''}"
         return share if self.pattern == "unstructured" else f"{self.pattern} {share}"

@@ -4,7 +4,7 @@ Calibration runs through block i while the statistics each method asks for are g
 pruned, and the pruned block's outputs become block i+1's inputs. One block is on the device at a time,
 so a model larger than the device still prunes.
 """
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -115,3 +115,19 @@ def walk(
             states = _run(block, states)  # the pruned block's outputs feed the next block
         block.to(home)
         step(device)
+
+
+@torch.no_grad()
+def boundaries(model, calibration: torch.Tensor, device: torch.device, batch_size: int = 8) -> Iterator[tuple[int, list]]:
+    """The dense model's hidden states at every block boundary, in order: (i, [(B, T, D) per batch]) entering
+    block i for i < L, then (L, ...) leaving the last block, before the final norm. One block on the
+    device at a time, and only the current boundary in memory."""
+    states = block_inputs(model, calibration, device, batch_size)
+    yield 0, [hidden for hidden, _, _ in states]
+    for i, block in enumerate(models.blocks(model)):
+        home = next(block.parameters()).device
+        block.to(device)
+        states = _run(block, states)
+        block.to(home)
+        step(device)
+        yield i + 1, [hidden for hidden, _, _ in states]
