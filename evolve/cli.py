@@ -189,7 +189,7 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
 
 def compare(cfg: configuration.Config, out: str | None = None) -> None:
     points = compare_points(cfg)
-    methods = [pruners.method(name, **cfg.compare.options.get(name, {})) for name in cfg.compare.methods]
+    methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
     for method in methods:  # each method runs at the points of the patterns it prunes
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")

@@ -1,5 +1,6 @@
 """The shared pruning backend. A method is one file and one line in METHODS ("module:Class", loaded lazily)."""
 import importlib
+import re
 
 from pruners.errors import InputError
 
@@ -25,12 +26,28 @@ def method_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def inline_options(text: str) -> dict:
+    """The options written after a method's name: 'criterion=cosine, skip=[0, -1]' (YAML values)."""
+    import yaml
+
+    try:
+        options = yaml.safe_load("{" + re.sub(r"(\w+)\s*=", r"\1: ", text) + "}")
+    except yaml.YAMLError:
+        options = None
+    if not isinstance(options, dict):
+        raise InputError(f"cannot read method options ({text}); write them as name(key=value, ...)")
+    return options
+
+
 def method(name: str, **options):
-    """A configured method; unknown or ill-typed options are an InputError that names them."""
+    """A configured method; unknown or ill-typed options are an InputError that names them. The name may
+    carry options, 'layer-drop(criterion=cosine, tokens=all)', which win over `options`."""
     from pydantic import ValidationError
 
     if name.startswith("metric:"):
         name, options = "metric", {**options, "metric": name[len("metric:"):]}
+    elif match := re.fullmatch(r"([\w-]+)\((.*)\)", name.strip()):
+        name, options = match[1], {**options, **inline_options(match[2])}
     cls = method_class(name)
     try:
         return cls(**options)

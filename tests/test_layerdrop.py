@@ -130,3 +130,14 @@ def test_layer_drop_cli_refuses_bad_input_in_one_line(tiny_dir, tmp_path, capsys
     assert not save.exists()
     assert main([*common, "--method", "layer-drop", "--blocks", "1", "--tokens", "all"]) == 0
     assert "| layer-drop angular/all | 1 block | 0.0000 | 0.5000 |" in capsys.readouterr().out
+
+
+def test_a_method_name_carries_its_options():
+    method = pruners.method("layer-drop(criterion=cosine, skip=[0, -1], contiguous=true)", tokens="all")
+    assert (method.criterion, method.skip, method.contiguous, method.tokens) == ("cosine", (0, -1), True, "all")
+    assert method.label() == "layer-drop contiguous cosine/all"
+    assert pruners.method("surgeon(shots=2)", shots=5).shots == 2  # written at the name wins over the config's
+    with pytest.raises(InputError, match="cannot read method options"):
+        pruners.method("wanda(batch_size=[)")
+    with pytest.raises(InputError, match="option tokens"):
+        pruners.method("layer-drop(tokens=first)")
