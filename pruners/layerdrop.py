@@ -63,24 +63,31 @@ class LayerDrop(Pruner):
         return sums / rows
 
     def choose(self, model, calibration, device, k: int) -> list[int]:
-        """The blocks to remove, in increasing order."""
+        """The blocks to remove, in increasing order; bad options fail before any forward pass."""
         L = len(models.blocks(model))
+        self.candidates(L, k)
+        return self.select(self.distances(model, calibration, device, k if self.contiguous else 1), L, k)
+
+    def candidates(self, L: int, k: int) -> list[int]:
+        """What may go: blocks not skipped, or, contiguous, the first blocks of runs of k that skip none."""
         for i in self.skip:
             if not -L <= i < L:
                 raise InputError(f"--skip index {i} is out of range for a model of {L} blocks")
         kept = {i % L for i in self.skip}
         if not 0 < k < L or k > L - len(kept):
             raise InputError(f"cannot remove {k} of {L} blocks with {len(kept)} kept by --skip")
-        if self.contiguous:
-            scores = self.distances(model, calibration, device, k)
-            starts = [l for l in range(L - k + 1) if not kept & set(range(l, l + k))]
-            if not starts:
-                raise InputError(f"no run of {k} consecutive blocks avoids the skipped blocks {sorted(kept)}")
-            best = min(starts, key=lambda l: (scores[l].item(), l))
-            return list(range(best, best + k))
-        scores = self.distances(model, calibration, device, 1)
-        candidates = sorted((i for i in range(L) if i not in kept), key=lambda i: (scores[i].item(), i))
-        return sorted(candidates[:k])
+        if not self.contiguous:
+            return [i for i in range(L) if i not in kept]
+        starts = [l for l in range(L - k + 1) if not kept & set(range(l, l + k))]
+        if not starts:
+            raise InputError(f"no run of {k} consecutive blocks avoids the skipped blocks {sorted(kept)}")
+        return starts
+
+    def select(self, scores: torch.Tensor, L: int, k: int) -> list[int]:
+        """The k blocks of L to remove, in increasing order, from the distances of single blocks (L,) or,
+        contiguous, of every run of k blocks (L - k + 1,). Ties go to the lower index."""
+        ranked = sorted(self.candidates(L, k), key=lambda i: (scores[i].item(), i))
+        return list(range(ranked[0], ranked[0] + k)) if self.contiguous else sorted(ranked[:k])
 
     def prune(self, model, calibration, spec, device, gradients=None):
         models.remove_blocks(model, self.choose(model, calibration, device, spec.blocks))

@@ -118,3 +118,11 @@ def test_compiled_equals_the_node_by_node_interpreter_on_random_trees():
 def test_shared_subtrees_are_computed_once():
     code = source(parse("add(sqr(mul(W, X)), mms(sqr(mul(W, X))))"))
     assert code.count("(W * X)") == 1
+
+
+def test_constant_subtrees_fold_to_their_float64_value():
+    from metrics.compile import evaluate_scalar
+
+    assert evaluate_scalar(metrics.parse("add(1, mul(2, 3))")) == 7.0
+    assert evaluate_scalar(metrics.parse("sqrt(sqr(neg(3)))")) == 3.0
+    assert evaluate_scalar(metrics.parse("0.001")) == 0.001

@@ -117,3 +117,39 @@ def test_unreachable_ray_address_is_one_line(capsys, tmp_path):
                  "--generations", "0"]) == 2
     assert "cannot reach Ray at 127.0.0.1:9" in capsys.readouterr().err
     assert time.time() - start < 120
+
+
+def test_an_address_is_checked_before_ray_tries_it():
+    import socket
+
+    from evolve.workers import _reachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        _reachable(f"127.0.0.1:{port}")
+        _reachable(f":{port}")  # no host: this machine
+    with pytest.raises(InputError, match=f"cannot reach Ray at 127.0.0.1:{port}: Connection refused"):
+        _reachable(f"127.0.0.1:{port}")
+    with pytest.raises(InputError, match="cannot reach Ray at 127.0.0.1:ray"):
+        _reachable("127.0.0.1:ray")
+
+
+def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir):
+    import torch
+
+    from evolve.fitness import FitnessEvaluator
+    from evolve.workers import _Actor
+
+    setup = fitness_setup(search_config(tiny_dir))
+    threads = torch.get_num_threads()
+    try:
+        actor = _Actor(setup, 1)
+        assert torch.get_num_threads() == 1  # the threads it was given, not every core
+    finally:
+        torch.set_num_threads(threads)
+    result = actor.evaluate("mul(abs(W), X)", None)
+    assert result["worker"] == f"{os.uname().nodename}:{os.getpid()}" and actor.pid() == os.getpid()
+    expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)")
+    assert (result["fitness"], result["points"]) == (expected["fitness"], expected["points"])

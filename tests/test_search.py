@@ -1,4 +1,5 @@
 import csv
+import random
 import signal
 import subprocess
 import sys
@@ -106,8 +107,6 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
 
 
 def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path):
-    import random
-
     import metrics
 
     engine = Search(search_config(tiny_dir), tmp_path, lambda setup: None, log=lambda _: None)
@@ -165,7 +164,7 @@ def logbook(folder: Path) -> list[dict]:
 
 
 def oracle_search(folder: Path, pools: list, **search) -> Search:
-    cfg = search_config("smollm2-135m", population=16, generations=8, **search)  # the pool never loads it
+    cfg = search_config("smollm2-135m", **{"population": 16, "generations": 8, **search})  # the pool never loads it
     folder.mkdir(parents=True, exist_ok=True)
 
     def factory(setup):
@@ -207,3 +206,21 @@ def test_generation_counters_add_up_to_the_store(tmp_path):
     assert again == [] and all(r["evaluations"] == 0 for r in rows_again)
     assert rows_again[0]["cache_hits"] == 16
     assert [r["best"] for r in rows_again] == [r["best"] for r in rows]
+
+
+def test_resume_in_process_ends_like_an_uninterrupted_run(tmp_path):
+    """The checkpoint keeps the population, its fitness, the random state, the hall of fame and the logbook:
+    two generations, then a resumed search to eight, ends exactly where eight in one go end."""
+    whole, pools = tmp_path / "whole", []
+    oracle_search(whole, pools)
+    stopped = tmp_path / "stopped"
+    oracle_search(stopped, pools, generations=2)
+    random.seed(1234)  # as in a fresh process: the random state must come from the checkpoint
+    resumed = Search(search_config("smollm2-135m", population=16, generations=8), stopped,
+                     lambda setup: pools.append(OraclePool(setup)) or pools[-1], log=lambda _: None)
+    resumed.run(resume=True)
+    assert resumed.generation == 8
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(logbook(stopped)) == strip(logbook(whole))
+    assert hall(stopped) == hall(whole)
+    assert (stopped / "best_metric.json").read_text() == (whole / "best_metric.json").read_text()
