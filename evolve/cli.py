@@ -250,8 +250,8 @@ COMMANDS = {
 
 def _run_config(run: str) -> str:
     folder = Path(run)
-    if not (folder / "config.yaml").is_file() or not (folder / "checkpoint.pkl").is_file():
-        raise InputError(f"{run} is not a run folder to resume (no config.yaml and checkpoint.pkl)")
+    if not (folder / "config.yaml").is_file():  # written before anything else: a kill at any moment resumes
+        raise InputError(f"{run} is not a run folder to resume (no config.yaml)")
     return str(folder / "config.yaml")
 
 

@@ -232,7 +232,9 @@ class Search:
             if resume and (self.dir / CHECKPOINT).is_file():
                 population = self.restore()
                 self.log(f"resuming after generation {self.generation} ({self.store.count()} evaluations stored)")
-            else:
+            else:  # a new run, or one killed during generation 0: what the store holds is not evaluated again
+                if resume:
+                    self.log(f"resuming in generation 0 ({self.store.count()} evaluations stored)")
                 random.seed(s.seed)
                 self.generation, self.seen, self.logbook = 0, {}, []
                 population = self.initial_population()

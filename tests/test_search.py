@@ -224,3 +224,35 @@ def test_resume_in_process_ends_like_an_uninterrupted_run(tmp_path):
     assert strip(logbook(stopped)) == strip(logbook(whole))
     assert hall(stopped) == hall(whole)
     assert (stopped / "best_metric.json").read_text() == (whole / "best_metric.json").read_text()
+
+
+def test_a_search_killed_in_generation_0_resumes_without_losing_an_evaluation(tiny_dir, tmp_path, monkeypatch, capsys):
+    from evolve.cli import main
+    from evolve.workers import SerialPool
+
+    argv = ["search", "--model", tiny_dir, "--nsamples", "4", "--seqlen", "32", "--population", "6",
+            "--generations", "2", "--fitness-tokens", "128", "--serial", "--out"]
+    assert main([*argv, str(tmp_path / "a" / "whole")]) == 0  # in another folder: siblings' stores are reused
+    evaluated = []
+    real_map = SerialPool.map
+
+    def map_then_die(self, jobs, threshold, on_result):  # the kill arrives after two finished evaluations
+        def counted(job, result):
+            on_result(job, result)
+            evaluated.append(job)
+            if len(evaluated) == 2:
+                raise KeyboardInterrupt
+
+        real_map(self, jobs, threshold, counted)
+
+    monkeypatch.setattr(SerialPool, "map", map_then_die)
+    assert main([*argv, str(tmp_path / "b" / "killed")]) == 130
+    assert not (tmp_path / "b" / "killed" / "checkpoint.pkl").exists()  # killed before generation 0 was recorded
+    monkeypatch.setattr(SerialPool, "map", real_map)
+    calls = []
+    monkeypatch.setattr(SerialPool, "map", lambda self, jobs, *a: calls.append(len(jobs)) or real_map(self, jobs, *a))
+    capsys.readouterr()
+    assert main(["search", "--resume", str(tmp_path / "b" / "killed")]) == 0
+    assert "resuming in generation 0 (2 evaluations stored)" in capsys.readouterr().out
+    assert calls[0] == 6 - 2  # the two finished evaluations came from the store
+    assert hall(tmp_path / "b" / "killed") == hall(tmp_path / "a" / "whole")
