@@ -11,6 +11,7 @@ METHODS = {
     "sparsegpt": "pruners.sparsegpt:SparseGPT",
     "surgeon": "pruners.surgeon:Surgeon",
     "layer-drop": "pruners.layerdrop:LayerDrop",
+    "channels": "pruners.channels:Channels",
     "metric": "pruners.symbolic:Metric",  # also spelled metric:NAME|FILE|EXPRESSION
 }
 

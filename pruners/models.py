@@ -182,6 +182,53 @@ def remove_blocks(model, drop: list[int]) -> None:
     config.num_hidden_layers = len(layers)
 
 
+# The MLP of a block: the linears that make its intermediate channels, and the one that reads them.
+MLPS = {
+    "llama-like": (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),  # LLaMA, Mistral, Qwen2
+    "opt": (("fc1",), "fc2"),
+}
+INTERMEDIATE = ("intermediate_size", "ffn_dim")  # the config key that holds the MLP width
+
+
+def mlp(block: nn.Module) -> tuple[list[nn.Linear], nn.Linear]:
+    """(the linears whose output rows are the intermediate channels, the linear whose input columns they are)."""
+    found = linears(block)
+    for ups, down in MLPS.values():
+        if down in found and all(u in found for u in ups):
+            return [found[u] for u in ups], found[down]
+    raise InputError(f"no MLP of a known layout ({', '.join(MLPS)}) in {type(block).__name__}")
+
+
+def _sliced(linear: nn.Linear, keep: torch.Tensor, dim: int, width: int) -> nn.Linear:
+    """A linear with only the `keep` output rows (dim 0) or input columns (dim 1), then zeros up to `width`."""
+    shape = list(linear.weight.shape)
+    shape[dim] = width
+    out = nn.Linear(shape[1], shape[0], bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        out.weight.zero_().narrow(dim, 0, len(keep)).copy_(linear.weight.index_select(dim, keep))
+        if linear.bias is not None and dim == 0:
+            out.bias.zero_()[: len(keep)].copy_(linear.bias[keep])
+        elif linear.bias is not None:
+            out.bias.copy_(linear.bias)
+    return out
+
+
+def slim_mlps(model, keep: list[torch.Tensor]) -> None:
+    """Keep only the intermediate channels `keep[i]` of block i's MLP, for real. A config holds one MLP width,
+    so every MLP becomes as wide as the widest kept set, the others padded with zero channels (no weight in
+    or out: the outputs are exactly those of the kept channels), and the model saves and reloads as is."""
+    width = max(len(k) for k in keep)
+    for block, kept in zip(blocks(model), keep):
+        ups, down = mlp(block)
+        named = {id(m): n for n, m in block.named_modules()}
+        for linear, dim in [(u, 0) for u in ups] + [(down, 1)]:
+            parent, _, leaf = named[id(linear)].rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, leaf, _sliced(linear, kept, dim, width))
+    for key in INTERMEDIATE:
+        if hasattr(model.config, key):
+            setattr(model.config, key, width)
+
+
 def linears(block: nn.Module) -> dict[str, nn.Linear]:
     """Every linear inside a block, by its name relative to the block (e.g. 'self_attn.q_proj')."""
     return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}

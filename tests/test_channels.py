@@ -1,0 +1,121 @@
+"""Retrain-free channel pruning: mask gradients against weight gradients, a dead channel first, and a
+slimmed model that computes what the masked one computes."""
+import copy
+
+import pytest
+import torch
+
+import pruners
+from pruners import models
+from pruners.channels import lowest_globally
+from pruners.spec import Sparsity
+
+from conftest import tiny_llama
+
+CPU = torch.device("cpu")
+
+
+def through_weights(model, calibration) -> list[torch.Tensor]:
+    """The same Fisher another way: scaling input j of a down projection by m_j scales its column j, so
+    dL/dm_j = sum_i W_ij dL/dW_ij, from ordinary weight gradients, one sample at a time."""
+    downs = [models.mlp(b)[1] for b in models.blocks(model)]
+    sums = [torch.zeros(d.in_features, dtype=torch.float64) for d in downs]
+    for sample in calibration:
+        model.zero_grad()
+        model(input_ids=sample.unsqueeze(0), labels=sample.unsqueeze(0)).loss.backward()
+        for total, d in zip(sums, downs):
+            total += (d.weight * d.weight.grad).sum(dim=0).double().pow(2)
+    model.zero_grad()
+    return [s.float() for s in sums]
+
+
+def test_mask_fisher_equals_the_one_from_weight_gradients():
+    model, calibration = tiny_llama(5, layers=2), torch.randint(0, 96, (3, 12))
+    got = pruners.method("channels").scores(model, calibration, CPU)
+    for a, b in zip(got, through_weights(model, calibration)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-12)
+    assert all(p.requires_grad for p in model.parameters())  # put back as found
+
+
+def test_a_channel_nothing_reads_scores_zero_and_goes_first():
+    model, calibration = tiny_llama(6, layers=2), torch.randint(0, 96, (3, 12))
+    models.mlp(models.blocks(model)[1])[1].weight.data[:, 17] = 0  # channel 17 of block 1 reaches nothing
+    scores = pruners.method("channels").scores(model, calibration, CPU)
+    assert scores[1][17].item() == 0 and (torch.cat(scores) > 0).sum() == 2 * 64 - 1
+    kept = lowest_globally(scores, 1 / 128 + 1e-9)  # one channel of 128
+    assert [len(k) for k in kept] == [64, 63] and 17 not in kept[1].tolist()
+
+
+def test_one_threshold_over_all_layers_and_a_channel_kept_per_layer():
+    scores = [torch.tensor([5.0, 1.0, 7.0]), torch.tensor([0.5, 0.2, 0.1]), torch.tensor([9.0, 2.0])]
+    kept = lowest_globally(scores, 0.5)  # four of eight: 0.1, 0.2, 0.5, 1.0
+    assert [k.tolist() for k in kept] == [[0, 2], [0], [0, 1]]  # layer 1 keeps its best one
+    assert [k.tolist() for k in lowest_globally(scores, 0.25)] == [[0, 1, 2], [0], [0, 1]]
+
+
+def test_the_slim_model_computes_what_the_masked_model_computes_and_reloads(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, calibration = tiny_llama(7, layers=3), torch.randint(0, 96, (3, 12))
+    method = pruners.method("channels")
+    kept = lowest_globally(method.scores(model, calibration, CPU), 0.4)
+    masked = copy.deepcopy(model)
+    for block, k in zip(models.blocks(masked), kept):
+        gone = torch.ones(64, dtype=torch.bool)
+        gone[k] = False
+        models.mlp(block)[1].weight.data[:, gone] = 0
+    before = sum(p.numel() for p in model.parameters())
+    method.prune(model, calibration, Sparsity.parse("channels", 0.4), CPU)
+    width = max(len(k) for k in kept)
+    assert model.config.intermediate_size == width < 64
+    assert sum(p.numel() for p in model.parameters()) == before - 3 * (64 - width) * 3 * 32  # gate, up, down
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, masked(ids).logits, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+
+
+def test_an_opt_mlp_slims_with_its_biases():
+    import transformers as t
+
+    common = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = t.OPTForCausalLM(t.OPTConfig(ffn_dim=64, word_embed_proj_dim=32, **common)).eval()
+    for block in models.blocks(model):
+        block.fc1.bias.data.normal_()
+    kept = [torch.arange(0, 64, 2), torch.arange(0, 40)]
+    masked = copy.deepcopy(model)
+    for block, k in zip(models.blocks(masked), kept):
+        gone = torch.ones(64, dtype=torch.bool)
+        gone[k] = False
+        block.fc2.weight.data[:, gone] = 0
+    models.slim_mlps(model, kept)
+    assert model.config.ffn_dim == 40 and models.blocks(model)[0].fc1.bias[32:].abs().sum() == 0
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, masked(ids).logits, atol=1e-5)
+
+
+def test_channels_cli_row_and_bad_input(tiny_dir, tmp_path, capsys):
+    from evolve.cli import main
+
+    save = tmp_path / "out"
+    common = ["baseline", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "16", "--eval-tokens", "64",
+              "--method", "channels", "--save", str(save)]
+    assert main([*common, "--sparsity", "1.0"]) == 2
+    assert "strictly between 0 and 1" in capsys.readouterr().err
+    assert main([*common, "--pattern", "2:4"]) == 2
+    assert "method channels prunes channels; not N:M" in capsys.readouterr().err
+    assert not save.exists()
+    assert main([*common, "--sparsity", "0.25"]) == 0
+    from transformers import AutoModelForCausalLM
+
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| channels")][0].split(" | ")
+    weights = lambda m: sum(lin.weight.numel() for lin in models.target_linears(m).values())
+    slim, dense = AutoModelForCausalLM.from_pretrained(save), AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert slim.config.intermediate_size < 64
+    assert row[1] == "channels 25%" and float(row[3]) == pytest.approx(1 - weights(slim) / weights(dense), abs=1e-4)
+    assert float(row[4]) == pytest.approx(sum(p.numel() for p in slim.parameters()) / 1e6, abs=0.01)
