@@ -9,7 +9,7 @@ from pathlib import Path
 from evolve.config import Config
 from evolve.host import Host, say
 from evolve.scores import Score, score
-from pruners import base
+from pruners import base, models
 from pruners.device import peak_memory_bytes, reset_peak_memory, synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
@@ -102,6 +102,7 @@ class Workbench:
         """The pruned model (safetensors), its tokenizer and a JSON report of what was done."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        models.pad_mlps(self.host.model)  # MLPs of different widths (channels) padded to the config's one
         self.host.model.save_pretrained(out, safe_serialization=True)
         self.host.tokenizer.save_pretrained(out)
         report = {

@@ -214,16 +214,36 @@ def _sliced(linear: nn.Linear, keep: torch.Tensor, dim: int, width: int) -> nn.L
 
 
 def slim_mlps(model, keep: list[torch.Tensor]) -> None:
-    """Keep only the intermediate channels `keep[i]` of block i's MLP, for real. A config holds one MLP width,
-    so every MLP becomes as wide as the widest kept set, the others padded with zero channels (no weight in
-    or out: the outputs are exactly those of the kept channels), and the model saves and reloads as is."""
-    width = max(len(k) for k in keep)
+    """Keep only the intermediate channels `keep[i]` of block i's MLP, for real: each MLP as wide as what it
+    keeps (a forward never reads the config's width). The config holds one width, the widest; saving needs
+    `pad_mlps` first."""
     for block, kept in zip(blocks(model), keep):
-        ups, down = mlp(block)
-        named = {id(m): n for n, m in block.named_modules()}
-        for linear, dim in [(u, 0) for u in ups] + [(down, 1)]:
-            parent, _, leaf = named[id(linear)].rpartition(".")
-            setattr(block.get_submodule(parent) if parent else block, leaf, _sliced(linear, kept, dim, width))
+        _resize_mlp(block, kept, len(kept))
+    _set_width(model, max(len(k) for k in keep))
+
+
+def pad_mlps(model) -> None:
+    """Every MLP as wide as the config says (the widest), the narrower ones padded with zero channels: no
+    weight in or out, so the outputs stay exactly as they were, and the model saves and reloads as is."""
+    width = next((getattr(model.config, key) for key in INTERMEDIATE if hasattr(model.config, key)), None)
+    for block in blocks(model):
+        try:
+            own = mlp(block)[1].in_features
+        except InputError:
+            return  # an MLP layout channels cannot slim: nothing to pad
+        if own != width:
+            _resize_mlp(block, torch.arange(own), width)
+
+
+def _resize_mlp(block: nn.Module, keep: torch.Tensor, width: int) -> None:
+    ups, down = mlp(block)
+    named = {id(m): n for n, m in block.named_modules()}
+    for linear, dim in [(u, 0) for u in ups] + [(down, 1)]:
+        parent, _, leaf = named[id(linear)].rpartition(".")
+        setattr(block.get_submodule(parent) if parent else block, leaf, _sliced(linear, keep.to(linear.weight.device), dim, width))
+
+
+def _set_width(model, width: int) -> None:
     for key in INTERMEDIATE:
         if hasattr(model.config, key):
             setattr(model.config, key, width)
