@@ -51,6 +51,8 @@ def test_fitness_is_the_geometric_mean_of_the_points_perplexities(evaluator):
     assert result["fitness"] == pytest.approx(math.sqrt(half * two_four), rel=1e-5)
     # the combination itself, exactly: the two points are so close that an arithmetic mean is within 1e-7
     assert result["fitness"] == pytest.approx(math.sqrt(points["0.5"] * points["2:4"]), rel=1e-12)
+    vocabulary = evaluator.host.model.config.vocab_size  # a random model: every metric within 1% of it, which is
+    assert half == pytest.approx(vocabulary, rel=0.01) == two_four  # why the search's own tests use an oracle fitness
     assert half != pytest.approx(two_four, rel=1e-4)  # two numbers, not one counted twice (a random model: both near the vocabulary size)
     assert perplexity(evaluator.host.model, windows, cpu) == dense  # and the model was put back dense
 
