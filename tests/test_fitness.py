@@ -77,6 +77,11 @@ def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):
     assert result["fitness"] == pytest.approx(expected, rel=1e-5)
     one_shot = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, torch.device("cpu"))
     assert expected != pytest.approx(one_shot, rel=1e-4)  # on this model dense X and pruned-path X choose differently
+    # a metric without X scores the same on either path: recalibrating must hand it G as the one-shot path does
+    with_G = recalibrating.evaluate("mul(abs(W), G)")
+    assert with_G["status"] == "ok"
+    one_shot_G = eval(evaluator.evaluate("mul(abs(W), G)")["points"])["0.5"]
+    assert with_G["fitness"] == pytest.approx(one_shot_G, rel=1e-6)
 
 
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
