@@ -101,9 +101,9 @@ def _input_norms(host: Host) -> dict[str, torch.Tensor]:
     """X of every target linear from the dense model: the walker gathering statistics, pruning nothing."""
     out = {}
 
-    def record(index, _block, _targets, stats):
-        for name, s in stats.items():
-            out[f"{index}.{name}"] = s["X"]
+    def record(step):
+        for name, s in step.stats.items():
+            out[f"{step.index}.{name}"] = s["X"]
 
     host.log("statistics: X from the dense model")
     walk(host.model, host.calibration, host.device, ("X",), record, host.batch_size)

@@ -56,9 +56,9 @@ class LayerPruner(Pruner):
         """Prune one (out, in) weight in place. `name` is the target name, e.g. '3.mlp.up_proj'."""
 
     def prune(self, model, calibration, spec, device, gradients=None):
-        def prune_block(index, _block, targets, stats):
-            for name, linear in targets.items():
-                self.prune_linear(f"{index}.{name}", linear.weight.data, stats.get(name, {}), spec)
+        def prune_block(step):
+            for name, linear in step.linears.items():
+                self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), spec)
 
         walk(model, calibration, device, self.stats, prune_block, self.batch_size)
 

@@ -3,8 +3,14 @@
 Calibration runs through block i while the statistics each method asks for are gathered, the block is
 pruned, and the pruned block's outputs become block i+1's inputs. One block is on the device at a time,
 so a model larger than the device still prunes.
+
+A method that refits what it keeps asks for dense targets as well: the dense block's outputs on the
+pruned path's inputs ("block"), or the dense model's own path run side by side ("path"). Either comes
+from running the block before it is pruned, so no second copy of the model is ever held.
 """
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -13,8 +19,22 @@ from pruners import models
 from pruners.device import step
 from pruners.stats import COLLECTORS
 
-# (block index, block, its linears by name, their statistics by linear name then statistic name)
-PruneBlock = Callable[[int, nn.Module, dict[str, nn.Linear], dict[str, dict[str, torch.Tensor]]], None]
+Dense = Literal["block", "path"]
+
+
+@dataclass
+class Step:
+    """What a method sees of block `index` before it prunes it."""
+
+    index: int
+    block: nn.Module
+    linears: dict[str, nn.Linear]  # the block's target linears by name ('mlp.up_proj')
+    stats: dict[str, dict[str, torch.Tensor]]  # by linear name, then statistic name
+    inputs: list  # [(hidden (B, T, D), args, kwargs)] entering the block on the pruned path
+    targets: list[torch.Tensor] | None  # [(B, T, D)] the dense block's outputs, when asked for
+
+
+PruneBlock = Callable[[Step], None]
 
 
 class _StandIn(nn.Module):
@@ -91,27 +111,33 @@ def walk(
     collect: tuple[str, ...],
     prune_block: PruneBlock,
     batch_size: int = 8,
+    dense: Dense | None = None,
 ) -> None:
     """Prune every decoder block in order. `collect` names statistics from pruners.stats.COLLECTORS;
-    with none, no calibration runs at all."""
-    states = block_inputs(model, calibration, device, batch_size) if collect else []
+    `dense` asks for the dense targets (see the module's doc); with neither, no calibration runs at all."""
+    calibrated = bool(collect) or dense is not None
+    states = block_inputs(model, calibration, device, batch_size) if calibrated else []
+    dense_states = states if dense == "path" else None
     layers = models.blocks(model)
     for i, block in enumerate(layers):
         home = next(block.parameters()).device
         block.to(device)
-        targets = models.linears(block)
-        stats = {}
-        if collect:
-            collectors = {name: {s: COLLECTORS[s](linear) for s in collect} for name, linear in targets.items()}
-            hooks = [linear.register_forward_hook(_feeder(collectors[name])) for name, linear in targets.items()]
+        linears = models.linears(block)
+        stats, outputs = {}, None
+        if collect or dense == "block":
+            collectors = {name: {s: COLLECTORS[s](linear) for s in collect} for name, linear in linears.items()}
+            hooks = [linear.register_forward_hook(_feeder(collectors[name])) for name, linear in linears.items()]
             try:
-                _run(block, states)
+                outputs = _run(block, states)
             finally:
                 for hook in hooks:
                     hook.remove()
             stats = {name: {s: c.result(len(calibration)) for s, c in cs.items()} for name, cs in collectors.items()}
-        prune_block(i, block, targets, stats)
-        if collect and i + 1 < len(layers):
+        if dense == "path":
+            dense_states = outputs = _run(block, dense_states)
+        targets = [hidden for hidden, _, _ in outputs] if dense else None
+        prune_block(Step(i, block, linears, stats, states, targets))
+        if calibrated and i + 1 < len(layers):
             states = _run(block, states)  # the pruned block's outputs feed the next block
         block.to(home)
         step(device)

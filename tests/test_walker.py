@@ -1,3 +1,6 @@
+import copy
+
+import pytest
 import torch
 
 import pruners
@@ -61,3 +64,65 @@ def test_target_linears_are_inside_blocks_only(tiny):
     names = list(models.target_linears(tiny))
     assert len(names) == 2 * 7
     assert names[0] == "0.self_attn.q_proj" and "lm_head" not in " ".join(names)
+
+
+def _block_outputs(model, calibration, batch_size):
+    """[(B, T, D) per batch] leaving every block of a whole-model forward, by block index."""
+    out, hooks = {}, []
+    for i, block in enumerate(models.blocks(model)):
+        hooks.append(block.register_forward_hook(lambda _m, _a, o, i=i: out.setdefault(i, []).append(o[0] if isinstance(o, tuple) else o)))
+    with torch.no_grad():
+        for batch in calibration.split(batch_size):
+            model(batch)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def _halve(step):
+    for linear in step.linears.values():
+        linear.weight.data[:, ::2] = 0
+
+
+def test_dense_path_targets_are_the_dense_models_own_block_outputs():
+    calibration = torch.randint(0, 96, (5, 12))
+    model = tiny_llama(3, layers=3)
+    expected = _block_outputs(copy.deepcopy(model), calibration, batch_size=2)
+    seen = {}
+
+    def prune_block(step):
+        seen[step.index] = step.targets
+        _halve(step)
+
+    walker.walk(model, calibration, torch.device("cpu"), (), prune_block, batch_size=2, dense="path")
+    for i in range(3):
+        assert [t.shape for t in seen[i]] == [(2, 12, 32), (2, 12, 32), (1, 12, 32)]
+        for got, want in zip(seen[i], expected[i]):
+            torch.testing.assert_close(got, want)
+    pruned = _block_outputs(model, calibration, batch_size=2)
+    assert not torch.allclose(pruned[1][0], expected[1][0])  # the pruned path really differs
+
+
+@pytest.mark.parametrize("collect", [(), ("X",)])
+def test_dense_block_targets_are_the_dense_block_on_the_pruned_inputs(collect):
+    calibration = torch.randint(0, 96, (5, 12))
+    model = tiny_llama(3, layers=3)
+    dense = copy.deepcopy(model)
+    seen = {}
+
+    def prune_block(step):
+        block = models.blocks(dense)[step.index]
+        want = []
+        for hidden, args, kwargs in step.inputs:
+            out = block(hidden, *args, **kwargs)
+            want.append(out[0] if isinstance(out, tuple) else out)
+        seen[step.index] = (step.targets, want)
+        _halve(step)
+
+    with torch.no_grad():
+        walker.walk(model, calibration, torch.device("cpu"), collect, prune_block, batch_size=2, dense="block")
+    for targets, want in seen.values():
+        for got, w in zip(targets, want):
+            torch.testing.assert_close(got, w)
+    path = _block_outputs(dense, calibration, batch_size=2)
+    assert not torch.allclose(seen[2][0][0], path[2][0])  # on pruned inputs, not on the dense path
