@@ -88,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
     drop.add_argument("--skip", dest="prune.options.skip", type=_ints, help="blocks kept, comma list; -1 is the last (write --skip=-1)")
     drop.add_argument("--contiguous", dest="prune.options.contiguous", action="store_true", default=None,
                       help="remove the best run of consecutive blocks (Gromov et al.)")
+    channels = baseline.add_argument_group("channels options")
+    channels.add_argument("--no-rearrange", dest="prune.options.rearrange", action="store_false", default=None,
+                          help="keep the diagonal Fisher's choice (default: Kwon's rearrangement, as INC does)")
+    channels.add_argument("--tune", dest="prune.options.tune", action="store_true", default=None,
+                          help="Kwon's mask tuning: rescale the kept channels by least squares to the dense outputs")
     _score_flags(baseline)
 
     apply = sub.add_parser("apply", help="prune with a symbolic metric (ours or Pruner-Zero's JSON) and measure perplexity")

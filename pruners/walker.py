@@ -95,7 +95,8 @@ def _feeder(collectors: dict):
     return hook
 
 
-def _run(block: nn.Module, states: list) -> list:
+def run_block(block: nn.Module, states: list) -> list:
+    """The block's outputs [(hidden (B, T, D), args, kwargs)] for its inputs in the same form."""
     out = []
     for hidden, args, kwargs in states:
         result = block(hidden, *args, **kwargs)
@@ -128,17 +129,17 @@ def walk(
             collectors = {name: {s: COLLECTORS[s](linear) for s in collect} for name, linear in linears.items()}
             hooks = [linear.register_forward_hook(_feeder(collectors[name])) for name, linear in linears.items()]
             try:
-                outputs = _run(block, states)
+                outputs = run_block(block, states)
             finally:
                 for hook in hooks:
                     hook.remove()
             stats = {name: {s: c.result(len(calibration)) for s, c in cs.items()} for name, cs in collectors.items()}
         if dense == "path":
-            dense_states = outputs = _run(block, dense_states)
+            dense_states = outputs = run_block(block, dense_states)
         targets = [hidden for hidden, _, _ in outputs] if dense else None
         prune_block(Step(i, block, linears, stats, states, targets))
         if calibrated and i + 1 < len(layers):
-            states = _run(block, states)  # the pruned block's outputs feed the next block
+            states = run_block(block, states)  # the pruned block's outputs feed the next block
         block.to(home)
         step(device)
 
@@ -153,7 +154,7 @@ def boundaries(model, calibration: torch.Tensor, device: torch.device, batch_siz
     for i, block in enumerate(models.blocks(model)):
         home = next(block.parameters()).device
         block.to(device)
-        states = _run(block, states)
+        states = run_block(block, states)
         block.to(home)
         step(device)
         yield i + 1, [hidden for hidden, _, _ in states]

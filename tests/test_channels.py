@@ -7,7 +7,7 @@ import torch
 
 import pruners
 from pruners import models
-from pruners.channels import lowest_globally
+from pruners.channels import fisher, lowest_globally, rearranged, tune_block
 from pruners.spec import Sparsity
 
 from conftest import tiny_llama
@@ -31,7 +31,7 @@ def through_weights(model, calibration) -> list[torch.Tensor]:
 
 def test_mask_fisher_equals_the_one_from_weight_gradients():
     model, calibration = tiny_llama(5, layers=2), torch.randint(0, 96, (3, 12))
-    got = pruners.method("channels").scores(model, calibration, CPU)
+    got = [fisher(g) for g in pruners.method("channels").mask_gradients(model, calibration, CPU)]
     for a, b in zip(got, through_weights(model, calibration)):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-12)
     assert all(p.requires_grad for p in model.parameters())  # put back as found
@@ -40,7 +40,7 @@ def test_mask_fisher_equals_the_one_from_weight_gradients():
 def test_a_channel_nothing_reads_scores_zero_and_goes_first():
     model, calibration = tiny_llama(6, layers=2), torch.randint(0, 96, (3, 12))
     models.mlp(models.blocks(model)[1])[1].weight.data[:, 17] = 0  # channel 17 of block 1 reaches nothing
-    scores = pruners.method("channels").scores(model, calibration, CPU)
+    scores = [fisher(g) for g in pruners.method("channels").mask_gradients(model, calibration, CPU)]
     assert scores[1][17].item() == 0 and (torch.cat(scores) > 0).sum() == 2 * 64 - 1
     kept = lowest_globally(scores, 1 / 128 + 1e-9)  # one channel of 128
     assert [len(k) for k in kept] == [64, 63] and 17 not in kept[1].tolist()
@@ -53,19 +53,100 @@ def test_one_threshold_over_all_layers_and_a_channel_kept_per_layer():
     assert [k.tolist() for k in lowest_globally(scores, 0.25)] == [[0, 1, 2], [0], [0, 1]]
 
 
+def cost(grads, pruned):
+    """Kwon's estimate of the loss a removed set costs: ||sum of its channels' gradient vectors||^2."""
+    return grads[:, pruned].sum(dim=1).double().pow(2).sum().item()
+
+
+def test_rearrangement_swaps_in_a_channel_that_cancels_the_others():
+    # gradients (samples, channels): c0 and c1 push the same way, c2 pushes back a little harder
+    grads = torch.tensor([[1.0, 1.0, -1.1, 5.0], [0.0, 0.0, 0.0, 3.0]])
+    diagonal = lowest_globally([fisher(grads)], 0.5)[0]
+    assert diagonal.tolist() == [2, 3] and cost(grads, [0, 1]) == pytest.approx(4.0)
+    kept = rearranged(grads, diagonal)
+    assert kept.tolist() == [0, 3] and cost(grads, [1, 2]) == pytest.approx(0.01)
+
+
+def test_rearrangement_keeps_the_count_and_never_costs_more():
+    torch.manual_seed(0)
+    for _ in range(20):
+        grads = torch.randn(6, 40) + torch.randn(1, 40)  # a shared component: channels correlate
+        kept = lowest_globally([fisher(grads)], 0.3)[0]
+        new = rearranged(grads, kept)
+        gone = lambda k: sorted(set(range(40)) - set(k.tolist()))
+        assert len(new) == len(kept) and new.unique().numel() == len(new)
+        assert cost(grads, gone(new)) <= cost(grads, gone(kept)) + 1e-9
+    assert torch.equal(rearranged(grads, torch.arange(40)), torch.arange(40))
+
+
+def test_mask_tuning_solves_the_block_least_squares_the_direct_way():
+    """Block 0 sees the same input on both paths: its scales must be the least-squares solution built
+    from the explicit (tokens x hidden, kept) design matrix, one column per kept channel."""
+    from pruners import walker
+
+    model, calibration = tiny_llama(8, layers=2), torch.randint(0, 96, (3, 12))
+    block, keep = models.blocks(model)[0], torch.arange(0, 64, 3)
+    down = models.mlp(block)[1]
+    dense_w = down.weight.data.clone()
+    states = walker.block_inputs(model, calibration, CPU, batch_size=3)
+    with torch.no_grad():
+        target = walker.run_block(block, states)[0][0]  # (3, 12, 32)
+        gone = torch.ones(64, dtype=torch.bool)
+        gone[keep] = False
+        down.weight.data[:, gone] = 0
+        seen = []
+        hook = down.register_forward_hook(lambda _m, a, o: seen.append((a[0], o)))
+        output = walker.run_block(block, states)[0][0]
+        hook.remove()
+        h, mlp_out = seen[0]
+        b = (target - output + mlp_out).reshape(-1)  # (N * D,)
+        design = torch.stack([(h[..., j].reshape(-1, 1) * dense_w[:, j]).reshape(-1) for j in keep.tolist()], dim=1)
+        want = torch.linalg.lstsq(design.double(), b.double().unsqueeze(1)).solution.squeeze(1)
+        down.weight.data.copy_(dense_w)
+        tune_block(walker.Step(0, block, models.linears(block), {}, states, [target]), keep)
+    got = down.weight.data[:, keep] / dense_w[:, keep]
+    assert torch.allclose(got, want.float().expand_as(got), rtol=1e-3, atol=1e-4)
+    assert (down.weight.data[:, gone] == 0).all() and not torch.allclose(want, torch.ones_like(want), atol=0.05)
+
+
+def last_block_output(model, ids) -> torch.Tensor:
+    """(B, T, D) leaving the last block, before the final norm."""
+    seen = []
+    hook = models.blocks(model)[-1].register_forward_hook(lambda _m, _a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model(ids)
+    hook.remove()
+    return seen[0]
+
+
+def test_tuned_channels_fit_the_dense_output_better(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    dense = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    calibration = torch.randint(0, 96, (4, 16))
+    ids = calibration[:2]
+    last = lambda m: last_block_output(m, ids)
+    errors = {}
+    for tune in (False, True):
+        model = copy.deepcopy(dense)
+        pruners.method("channels", tune=tune).prune(model, calibration, Sparsity.parse("channels", 0.5), CPU)
+        errors[tune] = (last(model) - last(dense)).pow(2).sum().item()
+    assert errors[True] < errors[False]  # 4% less here: the tiny random model's MLPs add little
+
+
 def test_the_slim_model_computes_what_the_masked_model_computes_and_reloads(tmp_path):
     from transformers import AutoModelForCausalLM
 
     model, calibration = tiny_llama(7, layers=3), torch.randint(0, 96, (3, 12))
-    method = pruners.method("channels")
-    kept = lowest_globally(method.scores(model, calibration, CPU), 0.4)
+    method, spec = pruners.method("channels"), Sparsity.parse("channels", 0.4)
+    kept = method.choose(model, calibration, spec, CPU)
     masked = copy.deepcopy(model)
     for block, k in zip(models.blocks(masked), kept):
         gone = torch.ones(64, dtype=torch.bool)
         gone[k] = False
         models.mlp(block)[1].weight.data[:, gone] = 0
     before = sum(p.numel() for p in model.parameters())
-    method.prune(model, calibration, Sparsity.parse("channels", 0.4), CPU)
+    method.prune(model, calibration, spec, CPU)
     widths = [models.mlp(b)[1].in_features for b in models.blocks(model)]
     assert widths == [len(k) for k in kept] and len(set(widths)) > 1  # each MLP as wide as what it keeps
     assert sum(p.numel() for p in model.parameters()) == before - sum(64 - w for w in widths) * 3 * 32  # gate, up, down
@@ -117,12 +198,12 @@ def test_channels_cli_row_and_bad_input(tiny_dir, tmp_path, capsys):
     assert main([*common, "--pattern", "2:4"]) == 2
     assert "method channels prunes channels; not N:M" in capsys.readouterr().err
     assert not save.exists()
-    assert main([*common, "--sparsity", "0.25"]) == 0
+    assert main([*common, "--sparsity", "0.25", "--tune", "--no-rearrange"]) == 0
     from transformers import AutoModelForCausalLM
 
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| channels")][0].split(" | ")
     weights = lambda m: sum(lin.weight.numel() for lin in models.target_linears(m).values())
     saved, dense = AutoModelForCausalLM.from_pretrained(save), AutoModelForCausalLM.from_pretrained(tiny_dir)
     # removed, measured on the slim model in memory: a quarter of the MLP weights, which are 2/3 of the targets
-    assert row[1] == "channels 25%" and float(row[3]) == pytest.approx(0.25 * 2 / 3, abs=1e-4)
+    assert row[0] == "| channels diagonal tuned" and row[1] == "channels 25%" and float(row[3]) == pytest.approx(0.25 * 2 / 3, abs=1e-4)
     assert saved.config.intermediate_size <= 64 and weights(saved) >= weights(dense) * (1 - float(row[3])) - 1
