@@ -1,5 +1,8 @@
 import csv
 import json
+from pathlib import Path
+
+import pytest
 
 from evolve.cli import main
 
@@ -38,3 +41,16 @@ def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):
     assert main(["compare", "--pattern", "blocks", "--out", str(tmp_path / "c")]) == 2
     assert "needs its points: --blocks" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("configs/compare-*.yaml")), ids=lambda p: p.name)
+def test_shipped_compare_configs_name_real_methods_and_points(path):
+    import pruners
+    from evolve import config
+    from pruners.spec import Sparsity
+
+    cfg = config.load(str(path), {})
+    kinds = {Sparsity.parse(p, None, None, 1 if p == "blocks" else None).kind() for p in cfg.compare.patterns}
+    for name in cfg.compare.methods:
+        method = pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {}))
+        assert name == "dense" or kinds & set(method.patterns), name
