@@ -44,7 +44,7 @@ def test_fitness_is_the_geometric_mean_of_the_points_perplexities(evaluator):
     half = perplexity(pruned_by_argsort(evaluator, None), windows, cpu, batch_size=4)
     two_four = perplexity(pruned_by_argsort(evaluator, 4), windows, cpu, batch_size=4)
     result = evaluator.evaluate("mul(abs(W), X)")
-    assert result["status"] == "ok"
+    assert (result["status"], result["error"]) == ("ok", "")
     points = eval(result["points"])
     assert points["0.5"] == pytest.approx(half, rel=1e-5)
     assert points["2:4"] == pytest.approx(two_four, rel=1e-5)
@@ -65,6 +65,21 @@ def test_early_stop_returns_the_first_windows_perplexity(evaluator):
     assert stopped["fitness"] == pytest.approx(first, rel=1e-5)
     whole = evaluator.evaluate("mul(abs(W), X)", threshold=1e9)
     assert whole["status"] == "ok" and set(eval(whole["points"])) == {"0.5", "2:4"}
+
+
+def test_early_stop_at_a_later_point_takes_the_worst_point_seen(evaluator):
+    """A candidate stopped at its second point scores its worst point seen, not the mean of a full first
+    point and a partial second."""
+    first = {g: perplexity(pruned_by_argsort(evaluator, g), evaluator.host.windows[:1], torch.device("cpu")) for g in (None, 4)}
+    assert first[None] != pytest.approx(first[4], rel=1e-5)
+    threshold = (first[None] + first[4]) / 2  # the lower point passes its first window, the higher one stops
+    order = ("0.5", "2:4") if first[None] < first[4] else ("2:4", "0.5")
+    stopping = FitnessEvaluator(dataclasses.replace(evaluator.setup, points=order))
+    result = stopping.evaluate("mul(abs(W), X)", threshold=threshold)
+    points = eval(result["points"])
+    assert result["status"] == "early" and list(points) == list(order)
+    assert points[order[1]] == pytest.approx(max(first.values()), rel=1e-5)
+    assert result["fitness"] == max(points.values()) != pytest.approx(math.sqrt(points["0.5"] * points["2:4"]), rel=1e-7)
 
 
 def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):
