@@ -207,3 +207,15 @@ def test_channels_cli_row_and_bad_input(tiny_dir, tmp_path, capsys):
     # removed, measured on the slim model in memory: a quarter of the MLP weights, which are 2/3 of the targets
     assert row[0] == "| channels diagonal tuned" and row[1] == "channels 25%" and float(row[3]) == pytest.approx(0.25 * 2 / 3, abs=1e-4)
     assert saved.config.intermediate_size <= 64 and weights(saved) >= weights(dense) * (1 - float(row[3])) - 1
+
+
+def test_only_the_first_samples_score():
+    model, calibration = tiny_llama(9, layers=2), torch.randint(0, 96, (6, 12))
+    spec, method = Sparsity.parse("channels", 0.4), pruners.method("channels", samples=2)
+    first_two = method.choose(model, calibration[:2], spec, CPU)
+    every = method.choose(model, calibration, spec, CPU)
+    assert any(not torch.equal(a, b) for a, b in zip(first_two, every))  # so which samples score shows
+    dense = [models.mlp(b)[1].weight.clone() for b in models.blocks(model)]  # (D, intermediate) each
+    method.prune(model, calibration, spec, CPU)
+    for block, W, kept in zip(models.blocks(model), dense, first_two):
+        assert torch.equal(models.mlp(block)[1].weight, W[:, kept])
