@@ -37,6 +37,8 @@ def _score_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", dest="evaluate.limit", type=int, help="at most N examples per task")
     parser.add_argument("--task-text", dest="evaluate.task_text",
                         help="text the shipped tasks are built from: pydoc or text:PATH (default: the evaluation split)")
+    parser.add_argument("--also-eval", dest="evaluate.options.perplexity.texts", type=_words,
+                        help="perplexity on these sources' evaluation text too, a column each: pydoc, text:PATH, wikitext2, c4")
 
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:

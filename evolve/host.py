@@ -43,6 +43,7 @@ class Host:
         self.device = resolve_device(device)
         self.dtype = models.resolve_dtype(dtype, self.device)
         models.resolve(model)  # bad names and sources fail before any loading
+        self.calib_source, self.eval_tokens = calib, eval_tokens
         self.calib_text, self.eval_text = data.texts(calib, eval)
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
@@ -56,6 +57,15 @@ class Host:
         self._config = copy.deepcopy(self.model.config)
         self.dense_counts = base.counts(self.model)  # (target weights, all parameters) before any pruning
         self._statistics: dict[str, dict[str, torch.Tensor]] = {}
+        self._other_windows: dict[str, torch.Tensor] = {}
+
+    def windows_of(self, source: str) -> torch.Tensor:
+        """(n, seqlen) evaluation windows of another text source, cut as the host's own are (seqlen, at
+        most eval_tokens), tokenized once. The calibration source itself gives its evaluation split."""
+        if source not in self._other_windows:
+            _, text = data.texts(self.calib_source, source)
+            self._other_windows[source] = windows(data.evaluation_tokens(self.tokenizer, text), self.seqlen, self.eval_tokens)
+        return self._other_windows[source]
 
     def dense_weight(self, target: str) -> torch.Tensor:
         """The dense (out, in) weight of a target linear ('3.mlp.up_proj'), from the snapshot."""

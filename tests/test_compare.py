@@ -11,9 +11,12 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     degenerate = tmp_path / "x_only.json"
     degenerate.write_text(json.dumps({"data": "sqr", "left": {"data": "X"}}))
     out = tmp_path / "cmp"
+    legal = tmp_path / "legal.txt"
+    legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact." for i in range(200)))
     methods = f"dense,magnitude,wanda,sparsegpt,surgeon,metric:pruner-zero,metric:{degenerate}"
     code = main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "256",
-                 "--methods", methods, "--pattern", "unstructured,2:4,row-column", "--out", str(out)])
+                 "--methods", methods, "--pattern", "unstructured,2:4,row-column", "--out", str(out),
+                 "--also-eval", f"text:{legal}"])
     assert code == 0
     with (out / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -30,7 +33,7 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     assert printed.count("\n| ") == 14  # header and 14 rows
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
     assert (out / "compare.md").read_text().count("\n| ") == 14  # a line per row after the header
-    assert all(float(r["perplexity"]) > 1 for r in done)
+    assert all(float(r["perplexity"]) > 1 and float(r["perplexity legal"]) > 1 for r in done)
 
 
 def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):

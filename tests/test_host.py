@@ -1,4 +1,5 @@
 """The host: one model, restored to its dense state from a snapshot, whatever a method did to it."""
+import pytest
 import torch
 
 from evolve.host import Host
@@ -43,3 +44,28 @@ def test_statistics_are_computed_once_from_the_dense_model(tiny_dir):
     hook.remove()
     by_hand = (inputs[0].pow(2).sum(dim=(0, 1)) / 2).sqrt().unsqueeze(0)  # Wanda's norm / sqrt(samples)
     torch.testing.assert_close(X["0.self_attn.q_proj"], by_hand, rtol=1e-4, atol=1e-6)
+
+
+def test_perplexity_on_other_texts_equals_a_host_evaluating_them(tiny_dir, tmp_path):
+    from evolve.scores import score
+
+    legal = tmp_path / "legal.txt"
+    legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact." for i in range(200)))
+    quiet = dict(nsamples=2, seqlen=32, eval_tokens=256, log=lambda m: None)
+    host = Host(tiny_dir, calib="pydoc", eval="pydoc", **quiet)
+    values = score("perplexity", texts=[f"text:{legal}", "pydoc"]).evaluate(host)
+    assert set(values) == {"perplexity", "perplexity legal", "perplexity pydoc"}
+    other = Host(tiny_dir, calib="pydoc", eval=f"text:{legal}", **quiet)
+    assert values["perplexity legal"] == score("perplexity").evaluate(other)["perplexity"]
+    assert values["perplexity pydoc"] == values["perplexity"]  # the calibration source gives its evaluation split
+    assert values["perplexity legal"] != values["perplexity"]
+
+
+def test_perplexity_texts_are_checked_before_any_model_loads():
+    from evolve.scores import score
+    from pruners.errors import InputError
+
+    with pytest.raises(InputError, match="unknown text source 'legal'"):
+        score("perplexity", texts=["legal"]).check()
+    with pytest.raises(InputError, match="distinct names"):
+        score("perplexity", texts=["text:/a/legal.txt", "text:/b/legal"]).check()
