@@ -123,7 +123,7 @@ class Channels(Pruner):
         calibration = calibration[: self.samples]
         kept = self.choose(model, calibration, spec, device)
         if self.tune:
-            walk(model, calibration, device, (), lambda s: tune_block(s, kept[s.index].to(device)), self.batch_size, dense="path")
+            walk(model, calibration, device, (), lambda s: tune_block(s, kept[s.index].to(device)), self.batch_size, dense=("path",))
         models.slim_mlps(model, kept)
 
 
@@ -143,7 +143,7 @@ def tune_block(step: Step, keep: torch.Tensor) -> None:
     seen = []
     hook = down.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
     try:
-        for (hidden, args, kwargs), target in zip(step.inputs, step.targets):
+        for (hidden, args, kwargs), target in zip(step.inputs, step.path_targets):
             result = step.block(hidden, *args, **kwargs)
             output = result[0] if isinstance(result, tuple) else result  # (B, T, D)
             h, mlp_out = seen.pop()

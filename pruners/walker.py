@@ -5,7 +5,7 @@ pruned, and the pruned block's outputs become block i+1's inputs. One block is o
 so a model larger than the device still prunes.
 
 A method that refits what it keeps asks for dense targets as well: the dense block's outputs on the
-pruned path's inputs ("block"), or the dense model's own path run side by side ("path"). Either comes
+pruned path's inputs ("block"), and/or the dense model's own path run side by side ("path"). Both come
 from running the block before it is pruned, so no second copy of the model is ever held.
 """
 from collections.abc import Callable, Iterator
@@ -31,7 +31,8 @@ class Step:
     linears: dict[str, nn.Linear]  # the block's target linears by name ('mlp.up_proj')
     stats: dict[str, dict[str, torch.Tensor]]  # by linear name, then statistic name
     inputs: list  # [(hidden (B, T, D), args, kwargs)] entering the block on the pruned path
-    targets: list[torch.Tensor] | None  # [(B, T, D)] the dense block's outputs, when asked for
+    block_targets: list[torch.Tensor] | None  # [(B, T, D)] the dense block on those inputs, when asked for
+    path_targets: list[torch.Tensor] | None  # [(B, T, D)] the dense model's own outputs of the block, when asked for
 
 
 PruneBlock = Callable[[Step], None]
@@ -112,20 +113,20 @@ def walk(
     collect: tuple[str, ...],
     prune_block: PruneBlock,
     batch_size: int = 8,
-    dense: Dense | None = None,
+    dense: tuple[Dense, ...] = (),
 ) -> None:
     """Prune every decoder block in order. `collect` names statistics from pruners.stats.COLLECTORS;
-    `dense` asks for the dense targets (see the module's doc); with neither, no calibration runs at all."""
-    calibrated = bool(collect) or dense is not None
+    `dense` asks for dense targets (see the module's doc); with neither, no calibration runs at all."""
+    calibrated = bool(collect) or bool(dense)
     states = block_inputs(model, calibration, device, batch_size) if calibrated else []
-    dense_states = states if dense == "path" else None
+    dense_states = states if "path" in dense else None
     layers = models.blocks(model)
     for i, block in enumerate(layers):
         home = next(block.parameters()).device
         block.to(device)
         linears = models.linears(block)
-        stats, outputs = {}, None
-        if collect or dense == "block":
+        stats, outputs, path = {}, None, None
+        if collect or "block" in dense:
             collectors = {name: {s: COLLECTORS[s](linear) for s in collect} for name, linear in linears.items()}
             hooks = [linear.register_forward_hook(_feeder(collectors[name])) for name, linear in linears.items()]
             try:
@@ -134,10 +135,10 @@ def walk(
                 for hook in hooks:
                     hook.remove()
             stats = {name: {s: c.result(len(calibration)) for s, c in cs.items()} for name, cs in collectors.items()}
-        if dense == "path":
-            dense_states = outputs = run_block(block, dense_states)
-        targets = [hidden for hidden, _, _ in outputs] if dense else None
-        prune_block(Step(i, block, linears, stats, states, targets))
+        if "path" in dense:
+            dense_states = path = run_block(block, dense_states)
+        hidden = lambda out: [h for h, _, _ in out] if out is not None else None
+        prune_block(Step(i, block, linears, stats, states, hidden(outputs) if "block" in dense else None, hidden(path)))
         if calibrated and i + 1 < len(layers):
             states = run_block(block, states)  # the pruned block's outputs feed the next block
         block.to(home)

@@ -103,7 +103,7 @@ def test_mask_tuning_solves_the_block_least_squares_the_direct_way():
         design = torch.stack([(h[..., j].reshape(-1, 1) * dense_w[:, j]).reshape(-1) for j in keep.tolist()], dim=1)
         want = torch.linalg.lstsq(design.double(), b.double().unsqueeze(1)).solution.squeeze(1)
         down.weight.data.copy_(dense_w)
-        tune_block(walker.Step(0, block, models.linears(block), {}, states, [target]), keep)
+        tune_block(walker.Step(0, block, models.linears(block), {}, states, None, [target]), keep)
     got = down.weight.data[:, keep] / dense_w[:, keep]
     assert torch.allclose(got, want.float().expand_as(got), rtol=1e-3, atol=1e-4)
     assert (down.weight.data[:, gone] == 0).all() and not torch.allclose(want, torch.ones_like(want), atol=0.05)

@@ -84,17 +84,21 @@ def _halve(step):
         linear.weight.data[:, ::2] = 0
 
 
-def test_dense_path_targets_are_the_dense_models_own_block_outputs():
+@pytest.mark.parametrize("dense", [("path",), ("block", "path")])
+def test_dense_path_targets_are_the_dense_models_own_block_outputs(dense):
     calibration = torch.randint(0, 96, (5, 12))
     model = tiny_llama(3, layers=3)
     expected = _block_outputs(copy.deepcopy(model), calibration, batch_size=2)
     seen = {}
 
     def prune_block(step):
-        seen[step.index] = step.targets
+        seen[step.index] = step.path_targets
+        assert (step.block_targets is not None) == ("block" in dense)
+        if step.index == 2 and "block" in dense:  # on the pruned path's inputs: not the dense path's outputs
+            assert not torch.allclose(step.block_targets[0], step.path_targets[0])
         _halve(step)
 
-    walker.walk(model, calibration, torch.device("cpu"), (), prune_block, batch_size=2, dense="path")
+    walker.walk(model, calibration, torch.device("cpu"), (), prune_block, batch_size=2, dense=dense)
     for i in range(3):
         assert [t.shape for t in seen[i]] == [(2, 12, 32), (2, 12, 32), (1, 12, 32)]
         for got, want in zip(seen[i], expected[i]):
@@ -116,11 +120,12 @@ def test_dense_block_targets_are_the_dense_block_on_the_pruned_inputs(collect):
         for hidden, args, kwargs in step.inputs:
             out = block(hidden, *args, **kwargs)
             want.append(out[0] if isinstance(out, tuple) else out)
-        seen[step.index] = (step.targets, want)
+        seen[step.index] = (step.block_targets, want)
+        assert step.path_targets is None
         _halve(step)
 
     with torch.no_grad():
-        walker.walk(model, calibration, torch.device("cpu"), collect, prune_block, batch_size=2, dense="block")
+        walker.walk(model, calibration, torch.device("cpu"), collect, prune_block, batch_size=2, dense=("block",))
     for targets, want in seen.values():
         for got, w in zip(targets, want):
             torch.testing.assert_close(got, w)
