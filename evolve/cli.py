@@ -14,6 +14,7 @@ from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
+from pruners.reconstruct import Reconstruction
 from pruners.spec import SHARES, Sparsity
 
 
@@ -47,6 +48,8 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
                         help="unstructured, N:M (e.g. 2:4), row-column, channels or blocks (default: the method's own)")
     parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
+    parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
+                        help="refit after the masks: none (report the error only), lr, br, br+gp, lr+br (layer methods)")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
     parser.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
 
@@ -134,6 +137,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--pattern", dest="compare.patterns", type=_words,
                          help="comma list: unstructured, 2:4, 4:8, row-column, channels, blocks")
     compare.add_argument("--blocks", dest="compare.blocks", type=_ints, help="pattern blocks' points, comma list")
+    compare.add_argument("--reconstruct", dest="compare.reconstruct", type=_words,
+                         help="comma list: every layer method once per reconstruction, e.g. none,lr,br,br+gp")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
     _score_flags(compare)
     return top
@@ -194,9 +199,18 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
     return points
 
 
+def with_reconstructions(methods: list, names: list[str]) -> list:
+    """Each method that takes a reconstruction, once per name; the others once."""
+    for name in names:
+        Reconstruction.parse(name)  # a bad name fails before any model loads
+    takes = lambda m: names and "reconstruct" in type(m).model_fields
+    return [variant for m in methods for variant in ([m.model_copy(update={"reconstruct": n}) for n in names] if takes(m) else [m])]
+
+
 def compare(cfg: configuration.Config, out: str | None = None) -> None:
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
+    methods = with_reconstructions(methods, cfg.compare.reconstruct)
     for method in methods:  # each method runs at the points of the patterns it prunes
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")

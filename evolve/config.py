@@ -43,6 +43,7 @@ class CompareConfig(Section):
     patterns: list[str] = ["unstructured"]
     blocks: list[int] = []  # the points of pattern blocks
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
+    reconstruct: list[str] = []  # every layer method once per reconstruction (none, lr, br, br+gp, ...)
 
 
 class EvaluateConfig(Section):

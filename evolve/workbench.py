@@ -81,10 +81,10 @@ class Workbench:
         h.restore()
         reset_peak_memory(h.device)
         start = time.perf_counter()
-        method.prune(h.model, h.calibration if method.needs_calibration else None, spec, h.device, G)
+        measured = method.prune(h.model, h.calibration if method.needs_calibration else None, spec, h.device, G) or {}
         synchronize(h.device)
         pruned = time.perf_counter()
-        values = self.measure()
+        values = {**self.measure(), **measured}
         targets, params = base.counts(h.model)
         return Row(
             method=method.label(),

@@ -3,10 +3,11 @@ from abc import abstractmethod
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from pruners import masks, models
 from pruners.errors import InputError
+from pruners.reconstruct import Reconstruction, relative_error
 from pruners.spec import Sparsity
 from pruners.walker import walk
 
@@ -31,14 +32,19 @@ class Pruner(BaseModel):
     def needs_gradients(self) -> bool:
         return False
 
-    def label(self) -> str:
-        """The method's name in tables."""
+    def title(self) -> str:
+        """The method's name with its choices, e.g. 'layer-drop cosine/all'."""
         return self.name
 
+    def label(self) -> str:
+        """The method's name in tables."""
+        return self.title()
+
     @abstractmethod
-    def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device, gradients=None) -> None:
+    def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device, gradients=None) -> dict[str, float] | None:
         """Prune `model` in place. `calibration` is (nsamples, seqlen) token ids; `gradients` maps target
-        names ('3.mlp.up_proj') to G (out, in) for methods whose needs_gradients is true."""
+        names ('3.mlp.up_proj') to G (out, in) for methods whose needs_gradients is true. May return
+        measurements made while pruning (column -> value), which join the row's scores."""
 
 
 class LayerPruner(Pruner):
@@ -46,21 +52,43 @@ class LayerPruner(Pruner):
 
     stats: ClassVar[tuple[str, ...]] = ()  # statistics from pruners.stats.COLLECTORS
     batch_size: int = 8  # calibration samples per forward: larger is faster on CPU, costs activation memory
+    # A reconstruction after each block's masks (pruners.reconstruct: none, lr, br, br+gp, lr+br, ...);
+    # with one, the row reports the blocks' relative error before and after it ('none': the masks' alone).
+    reconstruct: str | None = None
+
+    @field_validator("reconstruct")
+    @classmethod
+    def _known(cls, text):
+        Reconstruction.parse(text)
+        return text
 
     @property
     def needs_calibration(self) -> bool:
-        return bool(self.stats)
+        return bool(self.stats) or self.reconstruct is not None
+
+    def label(self) -> str:
+        return self.title() if self.reconstruct is None else f"{self.title()} +{Reconstruction.parse(self.reconstruct).label()}"
 
     @abstractmethod
     def prune_linear(self, name: str, weight: torch.Tensor, stats: dict[str, torch.Tensor], spec: Sparsity) -> None:
         """Prune one (out, in) weight in place. `name` is the target name, e.g. '3.mlp.up_proj'."""
 
     def prune(self, model, calibration, spec, device, gradients=None):
+        stage = None if self.reconstruct is None else Reconstruction.parse(self.reconstruct)
+        errors = {"recon error before": 0.0, "recon error": 0.0}
+
         def prune_block(step):
+            dense = {name: linear.weight.data.clone() for name, linear in step.linears.items()} if stage and "lr" in stage.stages else {}
             for name, linear in step.linears.items():
                 self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), spec)
+            if stage:
+                errors["recon error before"] += relative_error(step.block, step.inputs, step.path_targets)
+                stage.refit(step, dense)
+                errors["recon error"] += relative_error(step.block, step.inputs, step.path_targets)
 
-        walk(model, calibration, device, self.stats, prune_block, self.batch_size)
+        collect = tuple(dict.fromkeys(self.stats + (stage.stats if stage else ())))
+        walk(model, calibration, device, collect, prune_block, self.batch_size, dense=stage.dense if stage else ())
+        return errors if stage else None
 
 
 class ScorePruner(LayerPruner):

@@ -85,7 +85,7 @@ class Channels(Pruner):
     samples: int | None = Field(16, ge=1)
     batch_size: int = Field(8, ge=1)  # samples per forward of the tuning pass
 
-    def label(self) -> str:
+    def title(self) -> str:
         return "channels" + ("" if self.rearrange else " diagonal") + (" tuned" if self.tune else "")
 
     def mask_gradients(self, model, calibration: torch.Tensor, device: torch.device) -> list[torch.Tensor]:

@@ -42,7 +42,7 @@ class LayerDrop(Pruner):
     contiguous: bool = False
     batch_size: int = 8  # calibration samples per forward
 
-    def label(self) -> str:
+    def title(self) -> str:
         return f"layer-drop {'contiguous ' if self.contiguous else ''}{self.criterion}/{self.tokens}"
 
     def _rows(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ class Metric(ScorePruner):
         except metrics.DegenerateMetric as error:
             raise InputError(str(error)) from None
 
-    def label(self) -> str:
+    def title(self) -> str:
         return f"metric:{self.metric}"
 
     @property

@@ -101,7 +101,7 @@ def test_hung_and_dying_workers_are_recorded_and_the_rest_is_evaluated(ray_sessi
     tries = [pid for expression, pid in started if expression == "mul(W, X)"]
     assert len(tries) == 2 and tries[0] != tries[1]  # retried once, on a restarted worker
     assert [expression for expression, _ in started].count("mul(W, G)") == 1  # a timeout is not retried
-    assert time.monotonic() - start < 120  # the hung worker was killed, not waited for
+    assert time.monotonic() - start < 500  # the hung worker (600 s asleep) was killed, not waited for; loose for loaded machines
 
 
 def test_a_worker_that_cannot_start_stops_the_search_with_its_reason(ray_session):

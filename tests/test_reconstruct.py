@@ -1,0 +1,111 @@
+"""Reconstruction after pruning: lr against least squares solved another way, br lowering the error with
+every mask kept, gp training on the dense path, and bad input."""
+import re
+
+import pytest
+import torch
+
+import pruners
+from pruners.errors import InputError
+from pruners.reconstruct import Reconstruction
+from pruners.reconstruct_math import refit_rows
+from pruners.spec import Sparsity
+
+from conftest import tiny_llama
+
+CPU = torch.device("cpu")
+HALF = Sparsity.parse("unstructured", 0.5)
+
+
+def test_lr_is_the_least_squares_optimum_on_each_rows_support():
+    torch.manual_seed(0)
+    X = torch.randn(200, 12, dtype=torch.float64)
+    X[:, 3] *= 5  # uneven channels, so the refit differs from keeping the dense values
+    dense = torch.randn(6, 12, dtype=torch.float64)
+    kept = torch.rand(6, 12) > 0.5
+    kept[2] = False
+    kept[2, :3] = True  # rows keep different numbers of weights
+    kept[4] = False  # and one keeps none
+    got = refit_rows(dense, kept, 2 / 4 * X.T @ X, percdamp=0.0, chunk=4)
+    for r in range(6):
+        S = kept[r].nonzero().flatten()
+        assert (got[r][~kept[r]] == 0).all()
+        if len(S):
+            want = torch.linalg.lstsq(X[:, S], X @ dense[r]).solution  # min ||X_S w - X d_r||
+            assert torch.allclose(got[r, S], want, atol=1e-10)
+            assert not torch.allclose(got[r, S], dense[r, S], atol=1e-3)
+
+
+@pytest.mark.parametrize("stages", ["lr", "br", "br+gp", "lr+br"])
+def test_reconstruction_keeps_every_mask_and_lowers_the_error(stages, monkeypatch):
+    calibration = torch.randint(0, 96, (8, 16))
+    plain, refit = tiny_llama(11, layers=2), tiny_llama(11, layers=2)
+    measured = pruners.method("wanda", reconstruct="none").prune(plain, calibration, HALF, CPU)
+    assert measured["recon error before"] == measured["recon error"] > 0  # none refits nothing
+    original, checked = Reconstruction.refit, []
+
+    def spy(self, step, dense):
+        before = {n: (l.weight == 0, l.weight.clone()) for n, l in step.linears.items()}
+        original(self, step, dense)
+        for name, linear in step.linears.items():
+            zeros, weight = before[name]
+            assert torch.equal(linear.weight == 0, zeros), name  # the same zeros, exactly
+            assert not torch.equal(linear.weight, weight), name  # and the kept weights refitted
+        checked.append(step.index)
+
+    monkeypatch.setattr(Reconstruction, "refit", spy)
+    refitted = pruners.method("wanda", reconstruct=stages, batch_size=2).prune(refit, calibration, HALF, CPU)
+    assert checked == [0, 1]
+    assert refitted["recon error before"] > refitted["recon error"] > 0
+
+
+def test_br_trains_norms_too_and_gp_trains_on_the_dense_path(monkeypatch):
+    calibration = torch.randint(0, 96, (4, 16))
+    seen = {}
+
+    def record(self, step, targets):
+        seen[step.index] = targets is step.path_targets, targets is step.block_targets
+
+    monkeypatch.setattr(Reconstruction, "train_block", record)
+    for stages, want in (("br", (False, True)), ("br+gp", (True, False))):
+        pruners.method("wanda", reconstruct=stages).prune(tiny_llama(12, layers=2), calibration, HALF, CPU)
+        assert seen == {0: want, 1: want}
+    monkeypatch.undo()
+    model = tiny_llama(12, layers=2)
+    norms = {n: p.clone() for n, p in model.named_parameters() if "norm" in n and "layers" in n}
+    pruners.method("wanda", reconstruct="br").prune(model, calibration, HALF, CPU)
+    params = dict(model.named_parameters())
+    assert all(not torch.equal(params[n], before) for n, before in norms.items())
+
+
+def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path):
+    import csv
+
+    from evolve.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "128",
+                 "--methods", "dense,magnitude,wanda", "--reconstruct", "none,lr", "--out", str(out)]) == 0
+    with (out / "compare.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["dense", "magnitude +none", "magnitude +lr", "wanda +none", "wanda +lr"]
+    assert rows[0]["recon error"] == ""
+    for r in rows[1:]:
+        assert float(r["recon error before"]) >= float(r["recon error"]) > 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("xr", "unknown reconstruction 'xr'"),
+    ("gp", "write br+gp"),
+    ("lr+zz", "unknown reconstruction 'zz'"),
+])
+def test_bad_reconstructions_are_one_line(text, message, tiny_dir, capsys):
+    from evolve.cli import main
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        Reconstruction.parse(text)
+    common = ["--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "64"]
+    assert main(["baseline", *common, "--method", "wanda", "--reconstruct", text]) == 2
+    assert main(["compare", *common, "--methods", "wanda", "--reconstruct", f"none,{text}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(message in line for line in err)
