@@ -30,6 +30,8 @@ def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+    parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
+    parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
 
 
 def _score_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +111,16 @@ def parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="measure a model as it is (a folder saved with --save, or any model)")
     _data_flags(evaluate)
     _score_flags(evaluate)
+
+    generate = sub.add_parser("generate-data", help="calibration text the model writes itself, as JSONL")
+    generate.add_argument("--config", help="YAML file (see configs/); flags override it")
+    generate.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
+    generate.add_argument("--device", dest="model.device", help="auto, cpu, cuda, hpu, mps")
+    generate.add_argument("--nsamples", dest="data.nsamples", type=int, help="samples to write (default 128)")
+    generate.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per sample (default: context, at most 2048)")
+    generate.add_argument("--seed", dest="data.seed", type=int, help="the samples' seed (default 0)")
+    generate.add_argument("--out", required=True, help="the JSONL file to write")
+    generate.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite --out")
 
     grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
     _data_flags(grads)
@@ -264,7 +276,26 @@ def show(cfg: configuration.Config, run: str) -> None:
     print(results.show(folder))
 
 
+def generate_data(cfg: configuration.Config, out: str) -> None:
+    import json
+
+    from pruners import data, models
+    from pruners.device import resolve_device
+
+    path = Path(out)
+    if path.exists() and not cfg.force:
+        raise InputError(f"{out} exists; pass --force to overwrite it")
+    device = resolve_device(cfg.model.device)
+    model, tokenizer = models.load(cfg.model.name, models.resolve_dtype(cfg.model.dtype, device))
+    seqlen = cfg.data.seqlen or min(models.context_length(model), 2048)
+    say(f"writing {cfg.data.nsamples} samples of {seqlen} tokens (seed {cfg.data.seed}) to {out}")
+    samples = data.generate_self_data(model.to(device), tokenizer, cfg.data.nsamples, seqlen, cfg.data.seed, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+
+
 COMMANDS = {
+    "generate-data": generate_data,
     "baseline": baseline, "apply": apply, "eval": evaluate, "gradients": compute_gradients, "compare": compare, "search": search, "show": show,
 }
 

@@ -26,6 +26,8 @@ class DataConfig(Section):
     seed: int = 0  # calibration sampling seed
     eval_tokens: int | None = Field(None, gt=0)  # None: every full window of the evaluation text
     batch_size: int = Field(8, gt=0)  # calibration samples per forward pass
+    self_data: str | None = None  # JSONL the model wrote itself (evolve generate-data), mixed into calibration
+    self_nsamples: int = Field(0, ge=0)  # how many of its samples join the nsamples windows
 
 
 class PruneConfig(Section):

@@ -14,6 +14,7 @@ import gradients
 from evolve.perplexity import windows
 from pruners import base, data, models
 from pruners.device import resolve_device
+from pruners.errors import InputError
 from pruners.walker import walk
 
 
@@ -34,6 +35,8 @@ class Host:
         seed: int = 0,
         eval_tokens: int | None = None,
         batch_size: int = 8,
+        self_data: str | None = None,
+        self_nsamples: int = 0,
         on_device: bool = False,
         log: Callable[[str], None] = say,
     ):
@@ -43,12 +46,17 @@ class Host:
         self.device = resolve_device(device)
         self.dtype = models.resolve_dtype(dtype, self.device)
         models.resolve(model)  # bad names and sources fail before any loading
+        if bool(self_data) != bool(self_nsamples):
+            raise InputError("--self-data FILE and --self-nsamples N go together")
+        own = data.read_self_data(self_data, self_nsamples) if self_data else []
         self.calib_source, self.eval_tokens = calib, eval_tokens
         self.calib_text, self.eval_text = data.texts(calib, eval)
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
         self.seqlen = seqlen or min(models.context_length(self.model), 2048)
         self.calibration = data.calibration_samples(self.tokenizer, self.calib_text, nsamples, self.seqlen, seed)
+        if own:  # (nsamples + self_nsamples, seqlen): the model's own text after the sampled windows
+            self.calibration = torch.cat([self.calibration, data.self_samples(self.tokenizer, own, self.seqlen)])
         self.windows = windows(data.evaluation_tokens(self.tokenizer, self.eval_text), self.seqlen, eval_tokens)
         if on_device:
             self.model.to(self.device)

@@ -53,7 +53,8 @@ def scores(config: Config) -> list[Score]:
 
 def host(config: Config, **kwargs) -> Host:
     m, d = config.model, config.data
-    return Host(m.name, m.dtype, m.device, d.calib, d.eval, d.nsamples, d.seqlen, d.seed, d.eval_tokens, d.batch_size, **kwargs)
+    return Host(m.name, m.dtype, m.device, d.calib, d.eval, d.nsamples, d.seqlen, d.seed, d.eval_tokens, d.batch_size,
+                self_data=d.self_data, self_nsamples=d.self_nsamples, **kwargs)
 
 
 class Workbench:

@@ -103,3 +103,57 @@ def calibration_samples(tokenizer, text: str, nsamples: int, seqlen: int, seed: 
 def evaluation_tokens(tokenizer, text: str) -> torch.Tensor:
     """(1, tokens): the whole evaluation text tokenized at once, as the papers' perplexity does."""
     return tokenizer(text, return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def generate_self_data(model, tokenizer, nsamples: int, seqlen: int, seed: int, device: torch.device) -> list[dict]:
+    """Texts the model writes itself (after LLM-QAT, as Shin et al. generate calibration data): a first token
+    uniform over the vocabulary, greedy decoding to 5 tokens, then sampling (top-k 50, temperature 1) to
+    `seqlen` tokens. Sample i draws from its own generator seeded by (seed, i): the same file for a seed.
+    Their English filter (an unseeded language detector) is left out. Each sample is {"text", "ids"}: the
+    text as theirs stores it, and the exact tokens (decoding and encoding again may not give them back)."""
+    samples = []
+    for i in range(nsamples):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed * 1_000_003 + i)
+            first = torch.randint(len(tokenizer), (1, 1), device=device)
+            start = model.generate(first, do_sample=False, max_length=5, pad_token_id=tokenizer.eos_token_id)
+            ids = model.generate(start, do_sample=True, top_k=50, top_p=1.0, temperature=1.0, max_length=seqlen,
+                                 min_length=seqlen, pad_token_id=tokenizer.eos_token_id)
+        samples.append({"text": tokenizer.decode(ids[0], skip_special_tokens=True), "ids": ids[0].tolist()})
+    return samples
+
+
+def read_self_data(path: str, nsamples: int) -> list[dict]:
+    """The first `nsamples` lines of a JSONL file, each {"text": ...} and maybe "ids" (what `evolve
+    generate-data` writes), checked before any model loads."""
+    import json
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read self-data {path}: {error.strerror}") from None
+    if nsamples > len(lines):
+        raise InputError(f"--self-nsamples {nsamples} is more than the {len(lines)} samples in {path}")
+    samples = []
+    for number, line in enumerate(lines[:nsamples], start=1):
+        try:
+            sample = json.loads(line)
+            ok = isinstance(sample, dict) and (isinstance(sample.get("text"), str) or isinstance(sample.get("ids"), list))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InputError(f"{path} line {number} is not a JSON object with a 'text'")
+        samples.append(sample)
+    return samples
+
+
+def self_samples(tokenizer, samples: list[dict], seqlen: int) -> torch.Tensor:
+    """(len(samples), seqlen) token ids: each sample's first `seqlen` tokens, its "ids" when it has them."""
+    out = []
+    for number, sample in enumerate(samples, start=1):
+        ids = torch.tensor(sample["ids"]) if "ids" in sample else tokenizer(sample["text"], return_tensors="pt", add_special_tokens=False).input_ids[0]
+        if ids.numel() < seqlen:
+            raise InputError(f"self-data line {number} has {ids.numel()} tokens, fewer than seqlen {seqlen}")
+        out.append(ids[:seqlen])
+    return torch.stack(out)
