@@ -287,7 +287,7 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
         raise InputError(f"{out} exists; pass --force to overwrite it")
     device = resolve_device(cfg.model.device)
     model, tokenizer = models.load(cfg.model.name, models.resolve_dtype(cfg.model.dtype, device))
-    seqlen = cfg.data.seqlen or min(models.context_length(model), 2048)
+    seqlen = models.window_length(model, cfg.data.seqlen)
     say(f"writing {cfg.data.nsamples} samples of {seqlen} tokens (seed {cfg.data.seed}) to {out}")
     samples = data.generate_self_data(model.to(device), tokenizer, cfg.data.nsamples, seqlen, cfg.data.seed, device)
     path.parent.mkdir(parents=True, exist_ok=True)

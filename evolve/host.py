@@ -53,7 +53,7 @@ class Host:
         self.calib_text, self.eval_text = data.texts(calib, eval)
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
-        self.seqlen = seqlen or min(models.context_length(self.model), 2048)
+        self.seqlen = models.window_length(self.model, seqlen)
         self.calibration = data.calibration_samples(self.tokenizer, self.calib_text, nsamples, self.seqlen, seed)
         if own:  # (nsamples + self_nsamples, seqlen): the model's own text after the sampled windows
             self.calibration = torch.cat([self.calibration, data.self_samples(self.tokenizer, own, self.seqlen)])

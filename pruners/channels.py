@@ -6,7 +6,7 @@ from pydantic import Field
 from pruners import models
 from pruners.base import Pruner
 from pruners.device import step
-from pruners.walker import Step, walk
+from pruners.walker import Step, run_block, walk
 
 # Kwon et al. give up mask tuning when a scale leaves this range: the least squares fit is then unstable.
 MAX_SCALE = 10.0
@@ -143,9 +143,8 @@ def tune_block(step: Step, keep: torch.Tensor) -> None:
     seen = []
     hook = down.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
     try:
-        for (hidden, args, kwargs), target in zip(step.inputs, step.path_targets):
-            result = step.block(hidden, *args, **kwargs)
-            output = result[0] if isinstance(result, tuple) else result  # (B, T, D)
+        for state, target in zip(step.inputs, step.path_targets):
+            (output, _, _), = run_block(step.block, [state])  # (B, T, D)
             h, mlp_out = seen.pop()
             h = h[..., keep].reshape(-1, len(keep)).double()  # (N, k)
             b = (target - output + mlp_out).reshape(h.shape[0], -1).double()  # (N, D): the rest of the block removed

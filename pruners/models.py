@@ -157,6 +157,11 @@ def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
+def window_length(model, seqlen: int | None) -> int:
+    """Tokens per calibration or evaluation window: `seqlen` if given, else the context capped at 2048."""
+    return seqlen or min(context_length(model), 2048)
+
+
 def blocks(model) -> nn.ModuleList:
     """The decoder blocks: the ModuleList with one entry per hidden layer (LLaMA, Mistral, Qwen2, OPT, ...)."""
     count = model.config.num_hidden_layers

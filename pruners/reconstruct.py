@@ -86,9 +86,7 @@ class Reconstruction(BaseModel):
             with torch.enable_grad():
                 for _ in range(self.epochs):
                     for b in torch.randperm(len(step.inputs), generator=order).tolist():
-                        hidden, args, kwargs = step.inputs[b]
-                        out = block(hidden, *args, **kwargs)
-                        out = out[0] if isinstance(out, tuple) else out
+                        (out, _, _), = run_block(block, [step.inputs[b]])  # (B, T, D)
                         loss = (out.float() - targets[b].float()).pow(2).mean()
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
