@@ -9,7 +9,7 @@ pruned path's inputs ("block"), and/or the dense model's own path run side by si
 from running the block before it is pruned, so no second copy of the model is ever held.
 """
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -33,6 +33,8 @@ class Step:
     inputs: list  # [(hidden (B, T, D), args, kwargs)] entering the block on the pruned path
     block_targets: list[torch.Tensor] | None  # [(B, T, D)] the dense block on those inputs, when asked for
     path_targets: list[torch.Tensor] | None  # [(B, T, D)] the dense model's own outputs of the block, when asked for
+    last: bool = False  # the model's last block
+    previous: "Step | None" = None  # block index - 1's step (its statistics dropped), when asked for
 
 
 PruneBlock = Callable[[Step], None]
@@ -114,15 +116,18 @@ def walk(
     prune_block: PruneBlock,
     batch_size: int = 8,
     dense: tuple[Dense, ...] = (),
+    previous: bool = False,
 ) -> None:
     """Prune every decoder block in order. `collect` names statistics from pruners.stats.COLLECTORS;
-    `dense` asks for dense targets (see the module's doc); with neither, no calibration runs at all."""
+    `dense` asks for dense targets and `previous` for the previous step (see the module's doc); with
+    neither statistics nor targets, no calibration runs at all."""
     calibrated = bool(collect) or bool(dense)
     states = block_inputs(model, calibration, device, batch_size) if calibrated else []
     dense_states = states if "path" in dense else None
     layers = models.blocks(model)
+    homes = [next(block.parameters()).device for block in layers]
+    before = None
     for i, block in enumerate(layers):
-        home = next(block.parameters()).device
         block.to(device)
         linears = models.linears(block)
         stats, outputs, path = {}, None, None
@@ -138,11 +143,22 @@ def walk(
         if "path" in dense:
             dense_states = path = run_block(block, dense_states)
         hidden = lambda out: [h for h, _, _ in out] if out is not None else None
-        prune_block(Step(i, block, linears, stats, states, hidden(outputs) if "block" in dense else None, hidden(path)))
+        current = Step(i, block, linears, stats, states, hidden(outputs) if "block" in dense else None, hidden(path),
+                       last=i + 1 == len(layers), previous=before)
+        prune_block(current)
+        if before is not None:
+            if calibrated:  # the method may have changed the previous block: this block's inputs anew
+                current.inputs = states = run_block(before.block, before.inputs)
+            before.block.to(homes[i - 1])
         if calibrated and i + 1 < len(layers):
             states = run_block(block, states)  # the pruned block's outputs feed the next block
-        block.to(home)
+        if previous:
+            before = replace(current, stats={}, block_targets=None, previous=None)
+        else:
+            block.to(homes[i])
         step(device)
+    if before is not None:
+        before.block.to(homes[-1])
 
 
 @torch.no_grad()

@@ -131,3 +131,30 @@ def test_dense_block_targets_are_the_dense_block_on_the_pruned_inputs(collect):
             torch.testing.assert_close(got, w)
     path = _block_outputs(dense, calibration, batch_size=2)
     assert not torch.allclose(seen[2][0][0], path[2][0])  # on pruned inputs, not on the dense path
+
+
+def test_a_step_sees_the_previous_step_and_a_change_to_its_block_reaches_the_next_inputs():
+    calibration = torch.randint(0, 96, (5, 12))
+    model = tiny_llama(3, layers=3)
+    seen = []
+
+    def prune_block(step):
+        assert step.last == (step.index == 2)
+        if step.index == 0:
+            assert step.previous is None
+        else:
+            assert step.previous.index == step.index - 1 and step.previous.stats == {}
+            # what the previous block was given is what the walker ran it on
+            entering = _block_outputs(model, calibration, batch_size=2).get(step.index - 2) if step.index > 1 else None
+            if entering is not None:
+                for (hidden, _, _), want in zip(step.previous.inputs, entering):
+                    torch.testing.assert_close(hidden, want)
+            for linear in step.previous.linears.values():  # a cross-block method changes the previous block
+                linear.weight.data *= 0.5
+        seen.append(step.index)
+        _halve(step)
+
+    walker.walk(model, calibration, torch.device("cpu"), ("X",), prune_block, batch_size=2, previous=True)
+    assert seen == [0, 1, 2]
+    # the model as left: block 1's inputs were recomputed after block 0 changed at step 1, so the next
+    # step's previous.inputs matched a fresh whole-model forward (checked above at step 2)
