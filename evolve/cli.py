@@ -51,7 +51,7 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
-                        help="refit after the masks: none (report the error only), lr, br, br+gp, lr+br (layer methods)")
+                        help="refit after the masks: none (report the error only), lr, br, br+gp, br+gp+cr, lr+br (layer methods)")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
     parser.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from pruners import masks, models
 from pruners.errors import InputError
-from pruners.reconstruct import Reconstruction, relative_error
+from pruners.reconstruct import Reconstruction
 from pruners.spec import Sparsity
 from pruners.walker import walk
 
@@ -52,7 +52,7 @@ class LayerPruner(Pruner):
 
     stats: ClassVar[tuple[str, ...]] = ()  # statistics from pruners.stats.COLLECTORS
     batch_size: int = 8  # calibration samples per forward: larger is faster on CPU, costs activation memory
-    # A reconstruction after each block's masks (pruners.reconstruct: none, lr, br, br+gp, lr+br, ...);
+    # A reconstruction after each block's masks (pruners.reconstruct: none, lr, br, br+gp, br+gp+cr, ...);
     # with one, the row reports the blocks' relative error before and after it ('none': the masks' alone).
     reconstruct: str | None = None
 
@@ -82,12 +82,13 @@ class LayerPruner(Pruner):
             for name, linear in step.linears.items():
                 self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), spec)
             if stage:
-                errors["recon error before"] += relative_error(step.block, step.inputs, step.path_targets)
-                stage.refit(step, dense)
-                errors["recon error"] += relative_error(step.block, step.inputs, step.path_targets)
+                before, after = stage.apply(step, dense)
+                errors["recon error before"] += before
+                errors["recon error"] += after
 
         collect = tuple(dict.fromkeys(self.stats + (stage.stats if stage else ())))
-        walk(model, calibration, device, collect, prune_block, self.batch_size, dense=stage.dense if stage else ())
+        walk(model, calibration, device, collect, prune_block, self.batch_size,
+             dense=stage.dense if stage else (), previous=bool(stage and stage.previous))
         return errors if stage else None
 
 

@@ -1,4 +1,5 @@
 """One place that knows which accelerators exist. Nothing else in the code mentions Habana."""
+import contextlib
 import importlib.util
 import os
 
@@ -45,6 +46,19 @@ def step(device: torch.device) -> None:
         import habana_frameworks.torch.core as htcore
 
         htcore.mark_step()
+
+
+def autocast(device: torch.device):
+    """Mixed precision for training: fp16 on CUDA, bf16 on Gaudi (as the Gaudi port of the reconstruction
+    paper runs); full precision elsewhere."""
+    dtype = {"cuda": torch.float16, "hpu": torch.bfloat16}.get(device.type)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling where autocast computes in fp16, whose small gradients underflow; elsewhere a scaler
+    that passes everything through."""
+    return torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=device.type == "cuda")
 
 
 def synchronize(device: torch.device) -> None:

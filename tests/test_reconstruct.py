@@ -1,6 +1,7 @@
 """Reconstruction after pruning: lr against least squares solved another way, br lowering the error with
 every mask kept, gp training on the dense path, and bad input."""
 import re
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from pruners.errors import InputError
 from pruners.reconstruct import Reconstruction
 from pruners.reconstruct_math import refit_rows
 from pruners.spec import Sparsity
+from pruners.walker import run_block
 
 from conftest import tiny_llama
 
@@ -36,24 +38,28 @@ def test_lr_is_the_least_squares_optimum_on_each_rows_support():
             assert not torch.allclose(got[r, S], dense[r, S], atol=1e-3)
 
 
-@pytest.mark.parametrize("stages", ["lr", "br", "br+gp", "lr+br"])
+@pytest.mark.parametrize("stages", ["lr", "br", "br+gp", "lr+br", "br+gp+cr"])
 def test_reconstruction_keeps_every_mask_and_lowers_the_error(stages, monkeypatch):
     calibration = torch.randint(0, 96, (8, 16))
     plain, refit = tiny_llama(11, layers=2), tiny_llama(11, layers=2)
     measured = pruners.method("wanda", reconstruct="none").prune(plain, calibration, HALF, CPU)
     assert measured["recon error before"] == measured["recon error"] > 0  # none refits nothing
-    original, checked = Reconstruction.refit, []
+    original, checked = Reconstruction.apply, []
 
     def spy(self, step, dense):
-        before = {n: (l.weight == 0, l.weight.clone()) for n, l in step.linears.items()}
-        original(self, step, dense)
-        for name, linear in step.linears.items():
-            zeros, weight = before[name]
-            assert torch.equal(linear.weight == 0, zeros), name  # the same zeros, exactly
-            assert not torch.equal(linear.weight, weight), name  # and the kept weights refitted
+        linears = {(step.index, n): l for n, l in step.linears.items()}
+        if step.previous is not None:  # cr trains the previous block again: its zeros must hold too
+            linears |= {(step.previous.index, n): l for n, l in step.previous.linears.items()}
+        before = {key: (l.weight == 0, l.weight.clone()) for key, l in linears.items()}
+        result = original(self, step, dense)
+        for key, linear in linears.items():
+            zeros, weight = before[key]
+            assert torch.equal(linear.weight == 0, zeros), key  # the same zeros, exactly
+            assert not torch.equal(linear.weight, weight), key  # and the kept weights refitted
         checked.append(step.index)
+        return result
 
-    monkeypatch.setattr(Reconstruction, "refit", spy)
+    monkeypatch.setattr(Reconstruction, "apply", spy)
     refitted = pruners.method("wanda", reconstruct=stages, batch_size=2).prune(refit, calibration, HALF, CPU)
     assert checked == [0, 1]
     assert refitted["recon error before"] > refitted["recon error"] > 0
@@ -63,10 +69,12 @@ def test_br_trains_norms_too_and_gp_trains_on_the_dense_path(monkeypatch):
     calibration = torch.randint(0, 96, (4, 16))
     seen = {}
 
-    def record(self, step, targets):
+    def record(self, window, inputs, targets, seed):
+        step, = window
+        assert inputs is step.inputs
         seen[step.index] = targets is step.path_targets, targets is step.block_targets
 
-    monkeypatch.setattr(Reconstruction, "train_block", record)
+    monkeypatch.setattr(Reconstruction, "train", record)
     for stages, want in (("br", (False, True)), ("br+gp", (True, False))):
         pruners.method("wanda", reconstruct=stages).prune(tiny_llama(12, layers=2), calibration, HALF, CPU)
         assert seen == {0: want, 1: want}
@@ -76,6 +84,32 @@ def test_br_trains_norms_too_and_gp_trains_on_the_dense_path(monkeypatch):
     pruners.method("wanda", reconstruct="br").prune(model, calibration, HALF, CPU)
     params = dict(model.named_parameters())
     assert all(not torch.equal(params[n], before) for n, before in norms.items())
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_cr_trains_windows_of_two_blocks_in_order_each_block_twice_on_the_dense_path(layers, monkeypatch):
+    calibration = torch.randint(0, 96, (4, 16))
+    windows = []
+    original = Reconstruction.train
+
+    def record(self, window, inputs, targets, seed):
+        step = window[-1]
+        assert targets is step.path_targets  # the dense path's outputs of the window's last block
+        if len(window) == 2:
+            assert inputs is window[0].inputs  # the window starts where its first block's inputs enter
+            assert window[0].index == step.index - 1
+        elif step.index > 0:  # the last block alone: on its inputs anew, after the block before changed
+            assert inputs is not step.inputs and step.last
+            for (got, _, _), (want, _, _) in zip(inputs, run_block(step.previous.block, step.previous.inputs)):
+                assert torch.equal(got, want)
+        windows.append([s.index for s in window])
+        original(self, window, inputs, targets, seed)
+
+    monkeypatch.setattr(Reconstruction, "train", record)
+    errors = pruners.method("wanda", reconstruct="br+gp+cr").prune(tiny_llama(13, layers=layers), calibration, HALF, CPU)
+    want = [[0], [0]] if layers == 1 else [[0], [0, 1], [1, 2], [2, 3], [3]]
+    assert windows == want
+    assert errors["recon error before"] > errors["recon error"] > 0
 
 
 def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path):
@@ -97,6 +131,7 @@ def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path)
 @pytest.mark.parametrize("text, message", [
     ("xr", "unknown reconstruction 'xr'"),
     ("gp", "write br+gp"),
+    ("br+cr", "write br+gp+cr"),
     ("lr+zz", "unknown reconstruction 'zz'"),
 ])
 def test_bad_reconstructions_are_one_line(text, message, tiny_dir, capsys):
@@ -109,3 +144,21 @@ def test_bad_reconstructions_are_one_line(text, message, tiny_dir, capsys):
     assert main(["compare", *common, "--methods", "wanda", "--reconstruct", f"none,{text}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(message in line for line in err)
+
+
+def test_br_trains_in_fp32_and_gives_the_block_back_in_its_dtype():
+    calibration = torch.randint(0, 96, (4, 16))
+    model = tiny_llama(14, layers=2).to(torch.bfloat16)
+    errors = pruners.method("wanda", reconstruct="br").prune(model, calibration, HALF, CPU)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert errors["recon error before"] > errors["recon error"]
+
+
+def test_mixed_precision_where_the_device_has_it():
+    from pruners.device import autocast, grad_scaler
+
+    with warnings.catch_warnings():  # without CUDA torch warns that it would disable autocast
+        warnings.simplefilter("ignore")
+        assert autocast(torch.device("cuda")).fast_dtype == torch.float16
+    assert not isinstance(autocast(CPU), torch.autocast)  # fp32 on the CPU, and no loss scaling
+    assert not grad_scaler(CPU).is_enabled()
