@@ -16,6 +16,10 @@ here, and only from the outside:
 - without CUDA, `.cuda()` (Wanda's magnitude threshold) is the identity and `torch.cuda.synchronize()`
   (SparseGPT's timing) does nothing; `hf_device_map` is empty;
 - `datasets` may be absent: their data module only needs the name at import.
+To measure each side's own numerical spread: `--batch-size` sets our walker's samples per forward (our
+Hessian sums batches of that many), `--their-hessian-batch K` makes SparseGPT's `add_batch` take K samples
+at once where their loop adds one at a time (the same sum in another rounding order), `--seed` another
+calibration sampling for both.
 Printed per method and pattern: our perplexity, theirs, the share of weights whose pruned/kept state differs
 (over all blocks, and in block 0, where both prune from the same inputs) and the relative difference of the
 weights (for SparseGPT, the updated ones).
@@ -105,6 +109,20 @@ def import_originals(wanda: Path, sparsegpt: Path):
     return wanda_prune, wanda_eval, sparsegpt_llama
 
 
+def batch_their_hessian(SparseGPT, k: int) -> None:
+    """Their H from k samples per add_batch call instead of one: the same sum, rounded in another order."""
+    add_batch = SparseGPT.add_batch
+
+    def batched(self, inp, out):
+        pending = self.__dict__.setdefault("pending", [])
+        pending.append(inp)
+        if len(pending) == k:
+            add_batch(self, torch.cat(pending), out)
+            pending.clear()
+
+    SparseGPT.add_batch = batched
+
+
 def weights(model) -> dict[str, torch.Tensor]:
     return {n: lin.weight.detach().clone() for n, lin in models.target_linears(model).items()}
 
@@ -133,10 +151,19 @@ def main():
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--methods", type=lambda t: t.split(","), default=["magnitude", "wanda", "sparsegpt"])
     parser.add_argument("--patterns", type=lambda t: t.split(","), default=["unstructured", "2:4"])
+    parser.add_argument("--seed", type=int, default=0, help="calibration sampling, both sides")
+    parser.add_argument("--batch-size", type=int, default=8, help="our samples per forward")
+    parser.add_argument("--their-hessian-batch", type=int, default=1, help="SparseGPT's samples per add_batch (theirs: 1)")
+    parser.add_argument("--also-eval", type=lambda t: t.split(","), default=[], help="other texts' perplexity (ours), e.g. text:/tmp/licenses")
     args = parser.parse_args()
     wanda_prune, wanda_eval, sparsegpt_llama = import_originals(args.wanda, args.sparsegpt)
+    if args.nsamples % args.their_hessian_batch:
+        raise SystemExit("--their-hessian-batch must divide --nsamples")
+    if args.their_hessian_batch > 1:
+        batch_their_hessian(sys.modules["sparsegpt"].SparseGPT, args.their_hessian_batch)
 
-    overrides = {"data.nsamples": args.nsamples, "data.seqlen": args.seqlen, "data.eval_tokens": args.eval_tokens}
+    overrides = {"data.nsamples": args.nsamples, "data.seqlen": args.seqlen, "data.eval_tokens": args.eval_tokens,
+                 "data.seed": args.seed, "evaluate.options.perplexity.texts": args.also_eval}
     bench = Workbench(config.load(None, {"data.calib": "pydoc", "data.eval": "pydoc", **overrides}))
     model, device = bench.host.model, bench.host.device
     calibration = [(s.unsqueeze(0), None) for s in bench.host.calibration]  # their loaders' (input, target) pairs
@@ -162,13 +189,13 @@ def main():
     block0 = {id(lin.weight) for lin in models.linears(models.blocks(model)[0]).values()}
     first = {n for n, lin in models.target_linears(model).items() if id(lin.weight) in block0}
     print("| method | pattern | ours | theirs | our sparsity | their sparsity | masks differ | in block 0 "
-          "| weights differ | ours s | theirs s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| weights differ | ours s | theirs s |" + "".join(f" {t} ours / theirs |" for t in args.also_eval))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(args.also_eval))
     for method in args.methods:
         for pattern in args.patterns:
             n, m = (0, 0) if pattern == "unstructured" else map(int, pattern.split(":"))
             # their n of m are the pruned ones, ours the kept ones: the same pattern when n = m / 2
-            row = bench.run(pruners.method(method), Sparsity.parse(pattern, 0.5))
+            row = bench.run(pruners.method(method, batch_size=args.batch_size), Sparsity.parse(pattern, 0.5))
             ours = weights(model)
             bench.host.restore()
             start = time.perf_counter()
@@ -177,8 +204,10 @@ def main():
             seconds = time.perf_counter() - start
             ppl = their_perplexity(wanda_eval, model, testenc, device)
             their_sparsity, masks, masks0, rel = compare(ours, weights(model), first)
+            other = bench.measure() if args.also_eval else {}  # their model on the other texts, by our perplexity
+            others = "".join(f" | {row.scores[f'perplexity {t}']:.3f} / {other[f'perplexity {t}']:.3f}" for t in args.also_eval)
             print(f"| {method} | {pattern} | {row.scores['perplexity']:.3f} | {ppl:.3f} | {row.sparsity:.4f} | {their_sparsity:.4f} "
-                  f"| {masks:.2%} | {masks0:.2%} | {rel:.2e} | {row.prune_seconds:.0f} | {seconds:.0f} |", flush=True)
+                  f"| {masks:.2%} | {masks0:.2%} | {rel:.2e} | {row.prune_seconds:.0f} | {seconds:.0f}{others} |", flush=True)
 
 
 if __name__ == "__main__":

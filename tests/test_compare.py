@@ -50,6 +50,7 @@ def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):
 def test_shipped_compare_configs_name_real_methods_and_points(path):
     import pruners
     from evolve import config
+    from pruners.reconstruct import Reconstruction
     from pruners.spec import Sparsity
 
     cfg = config.load(str(path), {})
@@ -57,3 +58,5 @@ def test_shipped_compare_configs_name_real_methods_and_points(path):
     for name in cfg.compare.methods:
         method = pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {}))
         assert name == "dense" or kinds & set(method.patterns), name
+    for stages in cfg.compare.reconstruct:
+        Reconstruction.parse(stages)
