@@ -76,6 +76,8 @@ class Reconstruction(BaseModel):
         Returns what the step adds to the row's relative errors: (this block's before refitting, the
         error of the blocks whose refit is final after this step)."""
         before = relative_error(step.block, step.inputs, step.path_targets)
+        if not self.stages:  # 'none': the masks' error alone
+            return before, before
         if "lr" in self.stages:
             for name, linear in step.linears.items():
                 W = linear.weight.data
