@@ -133,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--sparsity", dest="search.sparsities", type=_floats, help="fitness points, comma list (default 0.5)")
     search.add_argument("--pattern", dest="search.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8")
     search.add_argument("--fitness-tokens", dest="search.fitness_tokens", type=int, help="evaluation tokens per candidate")
+    search.add_argument("--validation-tokens", dest="search.validation_tokens", type=int,
+                        help="the next evaluation tokens, where the best are scored again (default 4096; 0: none)")
     search.add_argument("--workers", dest="search.workers", type=int, help="Ray workers, each with a model (default 1)")
     search.add_argument("--ray-address", dest="search.ray_address", help="join a Ray cluster (auto or host:port)")
     search.add_argument("--serial", dest="search.serial", action="store_true", default=None, help="no Ray: evaluate here")

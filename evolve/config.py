@@ -72,6 +72,10 @@ class SearchConfig(Section):
     sparsities: list[float] = [0.5]  # unstructured points of the fitness, per output row
     patterns: list[str] = ["unstructured"]  # add "2:4" for a fitness that also covers N:M
     fitness_tokens: int = Field(2048, gt=0)  # from the evaluation split: never seen by calibration
+    # The next tokens of the evaluation split, disjoint from the fitness tokens: the `validate_top` best by
+    # fitness are scored again there, and best_metric.json is the best by validation. 0: no validation.
+    validation_tokens: int = Field(4096, ge=0)
+    validate_top: int = Field(10, ge=1)
     early_stop: float = Field(3.0, ge=0)  # stop a candidate whose first windows exceed this times the best; 0: never
     early_windows: int = Field(1, ge=1)
     recalibrate: bool = False  # True: X gathered block by block from the pruned model per candidate (slow)

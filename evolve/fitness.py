@@ -1,6 +1,8 @@
 """Fitness of a candidate metric: perplexity after pruning with it, on tokens calibration never saw.
 
-A FitnessEvaluator keeps a host (the model on the device, its dense state, the fitness windows) and the
+Two disjoint slices of the evaluation split: the fitness tokens, which the search optimises, and the
+validation tokens after them, on which the best metrics are scored again (a metric fitted to its fitness
+tokens loses there). A FitnessEvaluator keeps a host (the model on the device, its dense state, both slices' windows) and the
 statistics W, X and G of the dense model. Per candidate it scores every target linear,
 masks the lowest scores, measures perplexity and puts the dense weights back: little more than one
 forward pass over the fitness tokens."""
@@ -18,6 +20,7 @@ from evolve.perplexity import window_nll
 from evolve.store import WORST
 from pruners import masks, models
 from pruners.device import synchronize
+from pruners.errors import InputError
 from pruners.spec import Sparsity
 
 
@@ -38,6 +41,7 @@ class FitnessSetup:
     fitness_tokens: int
     early_windows: int
     recalibrate: bool
+    validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
 
     def specs(self) -> list[Sparsity]:
         return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p)) for p in self.points]
@@ -45,9 +49,13 @@ class FitnessSetup:
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
         keep = asdict(self)
-        for k in ("device", "batch_size", "early_windows"):
+        for k in ("device", "batch_size", "early_windows", "validation_tokens"):
             keep.pop(k)
         return {**keep, "semantics": metrics.SEMANTICS}
+
+    def validation_context(self) -> dict:
+        """What makes two validation values comparable: the fitness context and the validation slice."""
+        return {**self.context(), "split": "validation", "validation_tokens": self.validation_tokens}
 
 
 def geometric_mean(values) -> float:
@@ -60,8 +68,14 @@ class FitnessEvaluator:
         self.setup = setup
         s = setup
         self.host = Host(s.model, s.dtype, s.device, s.calib, s.eval, s.nsamples, s.seqlen, s.seed,
-                         s.fitness_tokens, s.batch_size, on_device=True, log=log)
-        self.device, self.windows, self.specs = self.host.device, self.host.windows, setup.specs()
+                         s.fitness_tokens + s.validation_tokens, s.batch_size, on_device=True, log=log)
+        self.device, self.specs = self.host.device, setup.specs()
+        first = s.fitness_tokens // self.host.seqlen
+        self.windows = {"fitness": self.host.windows[:first], "validation": self.host.windows[first:]}  # (n, seqlen) each
+        for split, tokens in (("fitness", s.fitness_tokens), ("validation", s.validation_tokens)):
+            if tokens and not len(self.windows[split]):
+                raise InputError(f"{split} needs at least one window of {self.host.seqlen} tokens; {tokens} {split} tokens "
+                                 f"asked for, {self.host.windows.numel()} evaluation tokens cut in all")
         self.targets = models.target_linears(self.host.model)
         # W, X and G of every target, where scoring runs: the device (G in the model's dtype on accelerators)
         self.W = {n: self.host.dense_weight(n) for n in self.targets}
@@ -84,26 +98,29 @@ class FitnessEvaluator:
             lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
 
     @torch.no_grad()
-    def perplexity(self, threshold: float | None) -> tuple[float, bool]:
-        """(perplexity, stopped early): stops after the first windows when already above `threshold`."""
+    def perplexity(self, threshold: float | None, split: str = "fitness") -> tuple[float, bool]:
+        """(perplexity, stopped early) on a split's windows: stops after the first windows when already above
+        `threshold`."""
         total, predicted = 0.0, 0
-        for i, window in enumerate(self.windows):
+        windows = self.windows[split]
+        for i, window in enumerate(windows):
             total += window_nll(self.host.model, window.unsqueeze(0).to(self.device)).item()
             predicted += window.numel() - 1
-            if threshold and i + 1 == self.setup.early_windows and i + 1 < len(self.windows):
+            if threshold and i + 1 == self.setup.early_windows and i + 1 < len(windows):
                 if math.exp(total / predicted) > threshold:
                     return math.exp(total / predicted), True
         return math.exp(total / predicted), False
 
-    def evaluate(self, expression: str, threshold: float | None = None) -> dict:
-        """{fitness, status, error, points, seconds}; never raises for a bad candidate."""
+    def evaluate(self, expression: str, threshold: float | None = None, split: str = "fitness") -> dict:
+        """{fitness, status, error, points, seconds} on the split's tokens ('fitness' or 'validation');
+        never raises for a bad candidate."""
         start = time.perf_counter()
         points, status, error = {}, "ok", ""
         try:
             tree = metrics.parse(expression)
             for spec, label in zip(self.specs, self.setup.points):
                 self.prune(tree, spec)
-                ppl, stopped = self.perplexity(threshold)
+                ppl, stopped = self.perplexity(threshold, split)
                 points[label] = ppl
                 if stopped:
                     status = "early"

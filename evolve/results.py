@@ -1,8 +1,8 @@
 """The run folder: everything a person (or `evolve show`) needs, rewritten after every generation.
 
-config.yaml, evaluations.sqlite, logbook.csv, hall_of_fame.csv/.json (complexity, fitness, expression,
-key, generation found), pareto.csv (complexity vs perplexity), best_metric.json (for `evolve apply`),
-fitness.png and pareto.png."""
+config.yaml, evaluations.sqlite, logbook.csv, hall_of_fame.csv/.json (complexity, fitness, validation
+once scored, expression, key, generation found), pareto.csv (complexity vs perplexity), best_metric.json
+(for `evolve apply`: the best by validation once validated, else by fitness), fitness.png and pareto.png."""
 import csv
 import json
 import math
@@ -15,18 +15,26 @@ import yaml
 import metrics
 
 HALL_OF_FAME = 20
-COLUMNS = ("complexity", "fitness", "expression", "key", "generation")
+COLUMNS = ("complexity", "fitness", "validation", "expression", "key", "generation")
 
 
-def progress(total: int, generation: int):
-    """A bar per generation on a terminal; nothing when the output is a file or a pipe."""
+def progress(total: int, stage: str):
+    """A bar per generation (or validation) on a terminal; nothing when the output is a file or a pipe."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"gen {generation}", leave=False, disable=not sys.stderr.isatty())
+    return tqdm(total=total, desc=stage, leave=False, disable=not sys.stderr.isatty())
 
 
 def hall_of_fame(seen: dict, size: int = HALL_OF_FAME) -> list[dict]:
     return sorted(seen.values(), key=lambda e: (e["fitness"], e["complexity"]))[:size]
+
+
+def best(seen: dict) -> dict:
+    """The run's metric: the best by validation among the validated, else the best by fitness."""
+    validated = [e for e in seen.values() if "validation" in e]
+    if validated:
+        return min(validated, key=lambda e: (e["validation"], e["fitness"], e["complexity"]))
+    return hall_of_fame(seen, 1)[0]
 
 
 def pareto(seen: dict) -> list[dict]:
@@ -60,10 +68,11 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
     front = pareto(seen)
     _csv(run_dir / "pareto.csv", front, (*COLUMNS, "score"))
     if fame:
-        best = fame[0]
+        chosen = best(seen)
+        scores = {"perplexity": chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
         metrics.save(
-            str(run_dir / "best_metric.json"), metrics.parse(best["expression"]),
-            fitness={"perplexity": best["fitness"], "generation": best["generation"], "context": asdict(setup)},
+            str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]),
+            fitness={**scores, "generation": chosen["generation"], "context": asdict(setup)},
         )
     plot(run_dir, logbook, front)
 

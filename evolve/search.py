@@ -4,7 +4,8 @@ Initial trees by half-and-half; tournament selection, one-point crossover, node 
 elitism and a height limit. Every offspring is simplified; degenerate ones and duplicates (by canonical
 key) never reach a worker, and anything the store already holds is not evaluated again. After every
 generation the population and the random state are checkpointed, so `--resume` ends exactly where an
-uninterrupted run ends."""
+uninterrupted run ends. At the end the best metrics by fitness are scored again on validation tokens
+that the fitness never saw, and the best by validation is the run's metric."""
 import functools
 import json
 import operator
@@ -39,6 +40,12 @@ if not hasattr(creator, "MetricFitness"):
     creator.create("MetricTree", gp.PrimitiveTree, fitness=creator.MetricFitness)
 
 
+def evaluation(key: str, expression: str, result: dict) -> Evaluation:
+    """A worker's result as the store keeps it, with the tree as Pruner-Zero's JSON."""
+    tree = json.dumps(metrics.tree.to_pruner_zero(metrics.parse(expression)))
+    return Evaluation(key=key, expression=expression, tree=tree, **result)
+
+
 @functools.lru_cache(maxsize=65536)
 def inspect(expression: str) -> tuple[str, bool]:
     """(canonical key, degenerate?) of an expression: sympy work, asked for the same trees again and again."""
@@ -59,6 +66,7 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
         model=m.name, dtype=m.dtype, device=m.device, calib=d.calib, eval=d.eval, nsamples=d.nsamples,
         seqlen=d.seqlen, seed=d.seed, batch_size=d.batch_size, points=tuple(points),
         fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
+        validation_tokens=s.validation_tokens,
     )
 
 
@@ -81,6 +89,7 @@ class Search:
         self.setup = fitness_setup(cfg)
         self.store_name = DATABASE
         self.store = Store(str(run_dir / DATABASE), self.setup.context())
+        self.validation = Store(str(run_dir / DATABASE), self.setup.validation_context()) if s.validation_tokens else None
         self.pool_factory = pool_factory
         self.pool = None
 
@@ -152,24 +161,53 @@ class Search:
             else:
                 jobs[key] = str(ind)
         if jobs:
-            if self.pool is None:
-                self.pool = self.pool_factory(self.setup)
-            progress = results.progress(len(jobs), self.generation)
+            progress = results.progress(len(jobs), f"gen {self.generation}")
 
             def on_result(job, result):
                 key, expression = job
-                tree = json.dumps(metrics.tree.to_pruner_zero(metrics.parse(expression)))
-                self.store.put(Evaluation(key=key, expression=expression, tree=tree, **result))
+                self.store.put(evaluation(key, expression, result))
                 fitness[key] = result["fitness"]
                 counts["evaluations"] += 1
                 progress.update(1)
 
-            self.pool.map(list(jobs.items()), threshold, on_result)
+            self.workers().map(list(jobs.items()), threshold, on_result)
             progress.close()
         for ind in population:
             if not ind.fitness.valid:
                 ind.fitness.values = (fitness[ind.key],)
         return counts
+
+    def workers(self):
+        if self.pool is None:
+            self.pool = self.pool_factory(self.setup)
+        return self.pool
+
+    def validate(self) -> None:
+        """The best `validate_top` by fitness, scored again on the validation tokens at every point (stored
+        like fitness, so a resumed run does not repeat them); the run folder is written again with both."""
+        if self.validation is None:
+            return
+        jobs = {}
+        for entry in results.hall_of_fame(self.seen, self.cfg.search.validate_top):
+            stored = self.validation.get(entry["key"])
+            if stored is None:
+                jobs[entry["key"]] = entry["expression"]
+            else:
+                self.seen[entry["key"]]["validation"] = stored.fitness
+        if jobs:
+            progress = results.progress(len(jobs), "validation")
+
+            def on_result(job, result):
+                key, expression = job
+                self.validation.put(evaluation(key, expression, result))
+                self.seen[key]["validation"] = result["fitness"]
+                progress.update(1)
+
+            self.workers().map(list(jobs.items()), None, on_result, split="validation")
+            progress.close()
+        best = results.best(self.seen)
+        self.log(f"validation: best {best['validation']:.3f} (fitness {best['fitness']:.3f})  {best['expression']}")
+        results.write(self.dir, self.logbook, self.seen, self.cfg, self.setup)
 
     # --- the loop ----------------------------------------------------------------------------------
     def checkpoint(self, population) -> None:
@@ -256,11 +294,14 @@ class Search:
                 self.remember(population)
                 self.record(population, counts, time.perf_counter() - start)
                 self.checkpoint(population)
+            self.validate()
         finally:
             if self.pool is not None:
                 self.pool.close()
             self.store.close()
-        return min(self.seen.values(), key=lambda e: e["fitness"]) if self.seen else {}
+            if self.validation is not None:
+                self.validation.close()
+        return results.best(self.seen) if self.seen else {}
 
     def distinct(self, elites: list, offspring: list, tries: int = 20) -> tuple[list, int]:
         """Simplified offspring, each made distinct from the rest of the population and non-degenerate by

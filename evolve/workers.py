@@ -1,5 +1,6 @@
-"""Evaluators: where candidates are evaluated. Both take a list of (key, expression) jobs and report each
-result through a callback the moment it is known, so the store commits it at once.
+"""Evaluators: where candidates are evaluated. Both take a list of (key, expression) jobs, on the fitness
+or the validation tokens, and report each result through a callback the moment it is known, so the
+store commits it at once.
 
 SerialPool runs in this process (tests, debugging). RayPool keeps one FitnessEvaluator per Ray actor;
 an actor that dies is restarted and its candidate retried once, one that runs past the timeout is
@@ -30,9 +31,9 @@ class SerialPool:
         self.evaluator = FitnessEvaluator(setup, log)
         self.workers = 1
 
-    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult) -> None:
+    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult, split: str = "fitness") -> None:
         for job in jobs:
-            on_result(job, {**self.evaluator.evaluate(job[1], threshold), "worker": "serial"})
+            on_result(job, {**self.evaluator.evaluate(job[1], threshold, split), "worker": "serial"})
 
     def close(self) -> None:
         pass
@@ -48,8 +49,8 @@ class _Actor:
         self.evaluator = FitnessEvaluator(setup)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
 
-    def evaluate(self, expression: str, threshold):
-        return {**self.evaluator.evaluate(expression, threshold), "worker": self.name}
+    def evaluate(self, expression: str, threshold, split: str):
+        return {**self.evaluator.evaluate(expression, threshold, split), "worker": self.name}
 
     def pid(self) -> int:
         return os.getpid()
@@ -110,7 +111,7 @@ class RayPool:
         self.ray.kill(self.actors[i], no_restart=True)
         (self.actors[i],) = self.started([self.make()])
 
-    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult) -> None:
+    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult, split: str = "fitness") -> None:
         ray = self.ray
         pending = deque((job, 0) for job in jobs)
         idle = deque(range(len(self.actors)))
@@ -118,7 +119,7 @@ class RayPool:
         while pending or running:
             while pending and idle:
                 (job, attempt), i = pending.popleft(), idle.popleft()
-                running[self.actors[i].evaluate.remote(job[1], threshold)] = (i, job, attempt, time.monotonic())
+                running[self.actors[i].evaluate.remote(job[1], threshold, split)] = (i, job, attempt, time.monotonic())
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
                 i, job, attempt, start = running.pop(ref)

@@ -20,7 +20,7 @@ class KillingPool(RayPool):
 
     killed = []
 
-    def map(self, jobs, threshold, on_result):
+    def map(self, jobs, threshold, on_result, split="fitness"):
         def wrapped(job, result):
             on_result(job, result)
             if not self.killed:
@@ -28,7 +28,7 @@ class KillingPool(RayPool):
                 os.kill(pid, signal.SIGKILL)
                 self.killed.append(pid)
 
-        super().map(jobs, threshold, wrapped)
+        super().map(jobs, threshold, wrapped, split)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ class Faulty:
         if setup.model == "no-room":
             raise MemoryError("not enough memory for the model")
 
-    def evaluate(self, expression, threshold):
+    def evaluate(self, expression, threshold, split):
         with open(os.environ["FAULTY_LOG"], "a") as log:
             log.write(f"{expression} {os.getpid()}\n")
         if "G" in expression:
@@ -149,7 +149,7 @@ def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir):
         assert torch.get_num_threads() == 1  # the threads it was given, not every core
     finally:
         torch.set_num_threads(threads)
-    result = actor.evaluate("mul(abs(W), X)", None)
+    result = actor.evaluate("mul(abs(W), X)", None, "validation")
     assert result["worker"] == f"{os.uname().nodename}:{os.getpid()}" and actor.pid() == os.getpid()
-    expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)")
+    expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)", split="validation")
     assert (result["fitness"], result["points"]) == (expected["fitness"], expected["points"])

@@ -1,4 +1,5 @@
 import csv
+import json
 import random
 import signal
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import evolve.fitness
+import metrics
 from evolve import config as configuration
 from evolve.search import Search
 from evolve.store import WORST, Store
@@ -48,29 +50,39 @@ def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path
     assert float(hall(a)[0]["fitness"]) == best
 
 
-@pytest.mark.e2e  # a search in a subprocess, killed and resumed: 25 s
-def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path):
+def stored(run_dir) -> int:
+    """Evaluations in a run's store, fitness and validation alike (0 before the store exists)."""
+    if not (run_dir / "evaluations.sqlite").is_file():
+        return 0
+    return Store(str(run_dir / "evaluations.sqlite"), {}).db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+
+
+@pytest.mark.e2e  # a search in a subprocess, killed and resumed: 25 s each
+@pytest.mark.parametrize("generation", [0, 2])
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path, generation):
     whole, killed = tmp_path / "whole" / "run", tmp_path / "killed" / "run"
-    run(search_config(tiny_dir, generations=4), whole)
+    run(search_config(tiny_dir, generations=4, validation_tokens=64), whole)
     argv = [sys.executable, "-m", "evolve", "search", "--model", tiny_dir, "--nsamples", "4", "--seqlen", "32",
-            "--population", "6", "--generations", "4", "--fitness-tokens", "128", "--serial", "--out", str(killed)]
+            "--population", "6", "--generations", "4", "--fitness-tokens", "128", "--validation-tokens", "64",
+            "--serial", "--out", str(killed)]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logbook = killed / "logbook.csv"
     deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:  # kill once generation 1 is checkpointed and 2 has begun
-        if (killed / "logbook.csv").is_file() and (killed / "logbook.csv").read_text().count("\n") >= 3:
-            stored = Store(str(killed / "evaluations.sqlite"), {}).db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
-            if stored > 0:
-                break
-        time.sleep(0.05)
+    while time.time() < deadline and process.poll() is None:
+        if generation == 0 and stored(killed) > 0 and not logbook.is_file():  # some of generation 0 stored, no checkpoint yet
+            break
+        if generation == 2 and logbook.is_file() and logbook.read_text().count("\n") >= 3 and stored(killed) > 0:
+            break  # generation 1 checkpointed and 2 begun
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
+    assert logbook.is_file() == (generation == 2)
     resumed = subprocess.run([sys.executable, "-m", "evolve", "search", "--resume", str(killed)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after generation" in resumed.stdout
+    assert ("resuming in generation 0" if generation == 0 else "resuming after generation") in resumed.stdout
     assert hall(killed) == hall(whole)
-    count = lambda d: Store(str(d / "evaluations.sqlite"), {}).db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
-    assert count(killed) == count(whole)  # a repeated evaluation would have failed its INSERT
+    assert stored(killed) == stored(whole)  # a repeated evaluation would have failed its INSERT
 
 
 class NaNOnce(evolve.fitness.FitnessEvaluator):
@@ -123,7 +135,9 @@ def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path)
 class OraclePool:
     """A fitness without a model, where metrics really differ (on the tiny random model every metric gives a
     perplexity of about the vocabulary size, so there is nothing to optimise): 1 + the share of the weights of
-    a fixed random layer whose keep/drop decision at 50% per row differs from Wanda's. NaN scores are WORST."""
+    a fixed random layer whose keep/drop decision at 50% per row differs from Wanda's. NaN scores are WORST.
+    On the validation tokens the target is magnitude's decision instead: what wins the fitness need not
+    win there."""
 
     def __init__(self, setup):
         import torch
@@ -135,8 +149,9 @@ class OraclePool:
         self.X = torch.rand(1, 64, generator=generator) * 4  # (1, in): channel norms of very different sizes
         self.G = torch.rand(32, 64, generator=generator)
         self.spec = Sparsity.parse("unstructured", 0.5)
-        self.target = self.drop("mul(abs(W), X)")
-        self.jobs = []  # the jobs of each call, in order
+        self.target = {"fitness": self.drop("mul(abs(W), X)"), "validation": self.drop("abs(W)")}
+        self.jobs = []  # the fitness jobs of each call, in order
+        self.validated = []  # the validation jobs
 
     def drop(self, expression: str):
         import metrics
@@ -145,11 +160,11 @@ class OraclePool:
         score = metrics.compile_metric(metrics.parse(expression))(W=self.W, X=self.X, G=self.G)
         return masks.mask(score, self.spec, "row")
 
-    def map(self, jobs, threshold, on_result):
-        self.jobs.append([expression for _, expression in jobs])
+    def map(self, jobs, threshold, on_result, split="fitness"):
+        (self.jobs if split == "fitness" else self.validated).append([expression for _, expression in jobs])
         for job in jobs:
             try:
-                fitness = 1 + (self.drop(job[1]) != self.target).float().mean().item()
+                fitness = 1 + (self.drop(job[1]) != self.target[split]).float().mean().item()
             except FloatingPointError:
                 fitness = WORST
             on_result(job, {"fitness": fitness, "status": "ok", "error": "", "points": "{}", "seconds": 0.0, "worker": "oracle"})
@@ -186,6 +201,30 @@ def test_the_search_improves_where_metrics_differ(tmp_path):
     assert rows[-1]["median"] < rows[0]["median"]
     hall_of_fame = hall(tmp_path / "run")
     assert float(hall_of_fame[0]["fitness"]) == best[-1] == min(float(r["fitness"]) for r in hall_of_fame)
+
+
+def test_the_runs_metric_is_the_best_by_validation_of_the_best_by_fitness(tmp_path):
+    pools = []
+    engine = oracle_search(tmp_path / "run", pools, validate_top=5)
+    (pool,) = pools
+    fame = hall(tmp_path / "run")
+    top = fame[:5]
+    assert pool.validated == [[r["expression"] for r in top]]  # the five best by fitness, nothing else
+    assert all(r["validation"] == "" for r in fame[5:])
+    for r in top:  # each validation value is the validation target's, computed here another way
+        want = 1 + (pool.drop(r["expression"]) != pool.drop("abs(W)")).float().mean().item()
+        assert float(r["validation"]) == pytest.approx(want)
+    chosen = min(top, key=lambda r: (float(r["validation"]), float(r["fitness"])))
+    assert chosen["expression"] != fame[0]["expression"]  # the stub makes the two orders disagree
+    saved = json.loads((tmp_path / "run" / "best_metric.json").read_text())
+    assert str(metrics.load(str(tmp_path / "run" / "best_metric.json"))) == chosen["expression"]
+    assert saved["fitness"]["validation"] == pytest.approx(float(chosen["validation"]))
+    store = Store(str(tmp_path / "run" / "evaluations.sqlite"), engine.setup.validation_context())
+    assert store.count() == 5
+
+    again = []  # run again on the same store: validation comes from it too
+    oracle_search(tmp_path / "run", again, validate_top=5)
+    assert again == []
 
 
 def test_generation_counters_add_up_to_the_store(tmp_path):
@@ -236,21 +275,21 @@ def test_a_search_killed_in_generation_0_resumes_without_losing_an_evaluation(ti
     evaluated = []
     real_map = SerialPool.map
 
-    def map_then_die(self, jobs, threshold, on_result):  # the kill arrives after two finished evaluations
+    def map_then_die(self, jobs, threshold, on_result, split="fitness"):  # the kill arrives after two finished evaluations
         def counted(job, result):
             on_result(job, result)
             evaluated.append(job)
             if len(evaluated) == 2:
                 raise KeyboardInterrupt
 
-        real_map(self, jobs, threshold, counted)
+        real_map(self, jobs, threshold, counted, split)
 
     monkeypatch.setattr(SerialPool, "map", map_then_die)
     assert main([*argv, str(tmp_path / "b" / "killed")]) == 130
     assert not (tmp_path / "b" / "killed" / "checkpoint.pkl").exists()  # killed before generation 0 was recorded
     monkeypatch.setattr(SerialPool, "map", real_map)
     calls = []
-    monkeypatch.setattr(SerialPool, "map", lambda self, jobs, *a: calls.append(len(jobs)) or real_map(self, jobs, *a))
+    monkeypatch.setattr(SerialPool, "map", lambda self, jobs, *a, **k: calls.append(len(jobs)) or real_map(self, jobs, *a, **k))
     capsys.readouterr()
     assert main(["search", "--resume", str(tmp_path / "b" / "killed")]) == 0
     assert "resuming in generation 0 (2 evaluations stored)" in capsys.readouterr().out
