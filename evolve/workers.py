@@ -46,8 +46,9 @@ class _Actor:
         import torch
 
         torch.set_num_threads(threads)
-        self.evaluator = FitnessEvaluator(setup)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
+        # Loading the model, X and G take minutes: say each stage (Ray forwards it to the driver's terminal).
+        self.evaluator = FitnessEvaluator(setup, log=lambda message: print(f"worker {self.name}: {message}", flush=True))
 
     def evaluate(self, expression: str, threshold, split: str):
         return {**self.evaluator.evaluate(expression, threshold, split), "worker": self.name}
@@ -75,7 +76,7 @@ class RayPool:
             _reachable(address)  # ray.init keeps retrying an address where nothing listens
         try:
             if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise InputError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
         local = address is None

@@ -136,7 +136,7 @@ def test_an_address_is_checked_before_ray_tries_it():
         _reachable("127.0.0.1:ray")
 
 
-def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir):
+def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir, capsys):
     import torch
 
     from evolve.fitness import FitnessEvaluator
@@ -149,6 +149,8 @@ def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir):
         assert torch.get_num_threads() == 1  # the threads it was given, not every core
     finally:
         torch.set_num_threads(threads)
+    said = capsys.readouterr().out  # what Ray forwards to the driver while the worker prepares
+    assert f"worker {actor.name}: loading" in said and "X from the dense model" in said and "G " in said
     result = actor.evaluate("mul(abs(W), X)", None, "validation")
     assert result["worker"] == f"{os.uname().nodename}:{os.getpid()}" and actor.pid() == os.getpid()
     expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)", split="validation")
