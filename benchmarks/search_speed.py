@@ -1,6 +1,7 @@
 """The search on the embedded default, in one run: seconds per candidate against one dense forward pass
-over the same fitness tokens, the share of offspring answered from the store or rejected before any
-evaluation over a 10-generation search, and candidates per minute with 1 and 2 Ray workers."""
+over the same fitness tokens; for each language (Pruner-Zero's primitives, ours with the row and column
+reductions) the share of offspring answered from the store or rejected before any evaluation over a
+10-generation search, and its candidates per minute; candidates per minute with 1 and 2 Ray workers."""
 import argparse
 import tempfile
 import time
@@ -28,7 +29,8 @@ def config(fitness_tokens: int, **search) -> configuration.Config:
 def cost_ratio(fitness_tokens: int) -> None:
     evaluator = FitnessEvaluator(fitness_setup(config(fitness_tokens)))
     start = time.perf_counter()
-    perplexity(evaluator.host.model, evaluator.windows, evaluator.device)
+    windows = evaluator.windows["fitness"]  # (n, seqlen)
+    perplexity(evaluator.host.model, windows, evaluator.device)
     dense = time.perf_counter() - start
     per = []
     for expression in CANDIDATES:
@@ -36,13 +38,13 @@ def cost_ratio(fitness_tokens: int) -> None:
         evaluator.evaluate(expression)
         per.append(time.perf_counter() - start)
     mean = sum(per) / len(per)
-    print(f"per candidate {mean:.2f} s against a dense forward over the same {evaluator.windows.numel()} tokens "
+    print(f"per candidate {mean:.2f} s against a dense forward over the same {windows.numel()} tokens "
           f"{dense:.2f} s: ratio {mean / dense:.2f}")
 
 
-def store_share(fitness_tokens: int, generations: int) -> None:
+def store_share(fitness_tokens: int, generations: int, language: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        cfg = config(fitness_tokens, generations=generations, population=16)
+        cfg = config(fitness_tokens, generations=generations, population=16, language=language, validation_tokens=0)
         engine = Search(cfg, Path(folder), lambda setup: SerialPool(setup, log=lambda _: None), log=lambda _: None)
         engine.run(resume=False)
         rows = engine.logbook[1:]  # offspring generations
@@ -50,8 +52,10 @@ def store_share(fitness_tokens: int, generations: int) -> None:
         cached = sum(r["cache_hits"] for r in rows)
         rejected = sum(r["rejected"] for r in rows)
         new = evaluated + cached + rejected
-        print(f"{generations} generations: {new} new offspring, {cached / new:.0%} answered from the store or a twin, "
-              f"{rejected / new:.0%} rejected before evaluation, {evaluated / new:.0%} evaluated")
+        minutes = sum(r["seconds"] for r in rows) / 60
+        print(f"{language:12s} {generations} generations: {new} new offspring, {cached / new:.0%} answered from the "
+              f"store or a twin, {rejected / new:.0%} rejected before evaluation, {evaluated / new:.0%} evaluated; "
+              f"{new / minutes:.1f} offspring and {evaluated / minutes:.1f} evaluations per minute")
 
 
 def throughput(fitness_tokens: int) -> None:
@@ -78,7 +82,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(2)
     cost_ratio(args.fitness_tokens)
-    store_share(args.share_tokens, args.generations)
+    for language in ("pruner-zero", "evolve"):
+        store_share(args.share_tokens, args.generations, language)
     throughput(args.fitness_tokens)
 
 

@@ -135,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--fitness-tokens", dest="search.fitness_tokens", type=int, help="evaluation tokens per candidate")
     search.add_argument("--validation-tokens", dest="search.validation_tokens", type=int,
                         help="the next evaluation tokens, where the best are scored again (default 4096; 0: none)")
+    search.add_argument("--language", dest="search.language", help="search space: pruner-zero (its primitives, the "
+                        "default) or evolve (also divrow and divcol, the row and column reductions)")
+    search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,
+                        help="named metrics or expressions put into generation 0, comma list (e.g. wanda,ria)")
     search.add_argument("--workers", dest="search.workers", type=int, help="Ray workers, each with a model (default 1)")
     search.add_argument("--ray-address", dest="search.ray_address", help="join a Ray cluster (auto or host:port)")
     search.add_argument("--serial", dest="search.serial", action="store_true", default=None, help="no Ray: evaluate here")
@@ -248,10 +252,11 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
 
 
 def search(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:
-    from evolve.search import Search, fitness_setup
+    from evolve.search import Search, fitness_setup, seed_trees
     from evolve.workers import RayPool, SerialPool
 
-    fitness_setup(cfg).specs()  # bad sparsity points fail before any folder is made
+    fitness_setup(cfg).specs()  # bad sparsity points and seed metrics fail before any folder is made
+    seed_trees(cfg.search)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):

@@ -1,6 +1,6 @@
 """Typed configuration: YAML files in configs/, validated (unknown keys are errors), flags override."""
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -79,7 +79,10 @@ class SearchConfig(Section):
     early_stop: float = Field(3.0, ge=0)  # stop a candidate whose first windows exceed this times the best; 0: never
     early_windows: int = Field(1, ge=1)
     recalibrate: bool = False  # True: X gathered block by block from the pruned model per candidate (slow)
-    seed_metrics: list[str] = []  # expressions placed in the initial population
+    seed_metrics: list[str] = []  # named metrics or expressions placed in generation 0 (none: from scratch)
+    # the search space: "pruner-zero" (its primitives exactly, to reproduce its search) or "evolve" (ours:
+    # also divrow and divcol, the row and column reductions that RIA needs)
+    language: Literal["pruner-zero", "evolve"] = "pruner-zero"
     workers: int = Field(1, ge=1)
     ray_address: str | None = None  # None: a local Ray instance; "auto" or host:port joins a cluster
     serial: bool = False  # evaluate in this process, without Ray

@@ -21,18 +21,36 @@ from evolve import results
 from evolve.config import Config
 from evolve.fitness import FitnessSetup
 from evolve.store import WORST, Evaluation, Store
-from metrics.ops import OPS
+from metrics.named import NAMED
+from metrics.ops import LANGUAGES, OPS
+from pruners.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
 DATABASE = "evaluations.sqlite"
 
 
-def primitive_set() -> gp.PrimitiveSet:
+def primitive_set(language: str) -> gp.PrimitiveSet:
     pset = gp.PrimitiveSet("metric", 3)
     pset.renameArguments(ARG0="W", ARG1="X", ARG2="G")
-    for op in OPS.values():
-        pset.addPrimitive(op.torch, op.arity, name=op.name)
+    for name in LANGUAGES[language]:
+        pset.addPrimitive(OPS[name].torch, OPS[name].arity, name=name)
     return pset
+
+
+def seed_trees(s) -> list[metrics.Node]:
+    """The search config's seed metrics (named or written out) as trees of its language; InputError if not."""
+    trees = []
+    for text in s.seed_metrics:
+        try:
+            tree = NAMED[text].tree if text in NAMED else metrics.parse(text)
+        except metrics.MetricError as error:
+            raise InputError(f"seed metric {text!r}: {error}") from None
+        outside = sorted(op for op in tree.ops() if op not in LANGUAGES[s.language])
+        if outside:
+            raise InputError(f"seed metric {text!r} uses {', '.join(outside)}, not in the language {s.language!r}; "
+                             f"use --language evolve")
+        trees.append(tree)
+    return trees
 
 
 if not hasattr(creator, "MetricFitness"):
@@ -73,7 +91,7 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
 class Search:
     def __init__(self, cfg: Config, run_dir: Path, pool_factory, log=print):
         self.cfg, self.dir, self.log = cfg, run_dir, log
-        self.pset = primitive_set()
+        self.pset = primitive_set(cfg.search.language)
         s = cfg.search
         tb = base.Toolbox()
         tb.register("expr", gp.genHalfAndHalf, pset=self.pset, min_=s.init_min_height, max_=s.init_max_height)
@@ -126,7 +144,7 @@ class Search:
     def initial_population(self) -> list:
         s = self.cfg.search
         pop, keys = [], set()
-        candidates = [self.individual(metrics.parse(e)) for e in s.seed_metrics]
+        candidates = [self.individual(tree) for tree in seed_trees(s)]
         for _ in range(200 * s.population):
             if len(pop) == s.population:
                 break

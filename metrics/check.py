@@ -2,7 +2,7 @@
 import torch
 
 from metrics.compile import compile_metric
-from metrics.simplify import simplify
+from metrics.simplify import DIVISIONS, simplify
 from metrics.tree import MetricError, Node
 
 
@@ -11,10 +11,12 @@ class DegenerateMetric(MetricError):
 
 
 def _elementwise_leaves(n: Node) -> set[str]:
-    """Leaves that reach the score entry by entry: not only through a whole-tensor norm (div's divisor)."""
+    """Leaves that reach the score entry by entry: not only through a divisor, which is one number per
+    tensor (div), per row (divrow: the same for a row's entries) or per column (divcol: the same for
+    every row, as X is)."""
     if not n.args:
         return {n.op} if n.op in ("W", "X", "G") else set()
-    args = n.args[:1] if n.op == "div" else n.args
+    args = n.args[:1] if n.op in DIVISIONS else n.args
     return set().union(*(_elementwise_leaves(a) for a in args))
 
 

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from metrics.ops import OPS, _mms, _zsn
+from metrics.ops import OPS, _colsum, _mms, _rowsum, _zsn
 from metrics.tree import Node
 
 Scorer = Callable[..., torch.Tensor]  # (W (out, in), X (1, in), G (out, in)) -> (out, in) score
@@ -54,7 +54,7 @@ def compile_metric(tree: Node) -> Scorer:
 
     Inputs are promoted to float32 first: half precision overflows in sqr/exp long before the ranking
     that the metric expresses runs out of resolution."""
-    namespace = {"_mms": _mms, "_zsn": _zsn, "_norm": _norm, "math": math}
+    namespace = {"_mms": _mms, "_zsn": _zsn, "_norm": _norm, "_rowsum": _rowsum, "_colsum": _colsum, "math": math}
     exec(compile(source(tree), f"<metric {tree}>", "exec"), namespace)
     raw = namespace["score"]
 

@@ -33,6 +33,13 @@ NAMED = {
             "by 100 before the L2 norm over samples; our G is unscaled, hence the constant.",
         ),
         Named(
+            "ria", "mul(add(divrow(abs(W), W), divcol(abs(W), W)), sqrt(X))",
+            "RIA, relative importance and activations (Zhang et al., 'Plug-and-Play', ICLR 2024; code "
+            "biomedical-cybernetics/Relative-importance-and-activation-pruning): |W| over the sum of |W| in its "
+            "row plus |W| over the sum of |W| in its column, times the input norm to the power a = 0.5 (their "
+            "default; their activation is our X over a constant).",
+        ),
+        Named(
             "taylor", "mul(abs(W), G)",
             "First-order Taylor importance per weight (Molchanov et al. 2019, arXiv:1906.10771; the element "
             "form of LLM-Pruner, arXiv:2305.11627): |W| times the gradient magnitude. Rank-equal to the "

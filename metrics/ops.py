@@ -2,7 +2,9 @@
 
 Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves: W (out, in)
 weights, X (1, in) input norms, G (out, in) gradient magnitudes; broadcasting lets X meet W. Reductions
-(mms, zsn, the norm in div) run over the whole tensor they receive.
+(mms, zsn, the norm in div) run over the whole tensor they receive, except those of divrow and divcol
+(ours, not Pruner-Zero's), which divide by the sum of |y| along each row (over the inputs: (out, 1)) or
+each column (over the outputs: (1, in)), so that RIA's relative importance is a metric of the language.
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -24,12 +26,22 @@ def _zsn(x):
     return (x - x.mean()) / x.std()
 
 
+def _rowsum(y):  # (out, in) -> (out, 1); X (1, in) -> (1, 1)
+    return y.abs().sum(dim=-1, keepdim=True)
+
+
+def _colsum(y):  # (out, in) -> (1, in); X (1, in) -> |X|
+    return y.abs().sum(dim=0, keepdim=True) if y.dim() else y.abs()
+
+
 # sympy stand-ins for what sympy has no exact name for; they keep structure for canonical keys.
 PLog = sympy.Function("plog")  # log(|x| + 1e-3)
 CExp = sympy.Function("cexp")  # exp(min(x, 100))
 Mms = sympy.Function("mms")
 Zsn = sympy.Function("zsn")
 Frob = sympy.Function("frob", positive=True)  # the Frobenius norm of a whole tensor
+RowSum = sympy.Function("rowsum", positive=True)  # sum of |y| along each row
+ColSum = sympy.Function("colsum", positive=True)  # sum of |y| along each column
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,15 @@ OPS = {
         Op("sub", 2, torch.sub, lambda x, y: x - y, "({0} - {1})"),
         Op("mul", 2, torch.mul, lambda x, y: x * y, "({0} * {1})"),
         Op("div", 2, lambda x, y: x / torch.linalg.vector_norm(y), lambda x, y: x / Frob(y), "({0} / _norm({1}))"),
+        Op("divrow", 2, lambda x, y: x / _rowsum(y), lambda x, y: x / RowSum(y), "({0} / _rowsum({1}))"),
+        Op("divcol", 2, lambda x, y: x / _colsum(y), lambda x, y: x / ColSum(y), "({0} / _colsum({1}))"),
     ]
+}
+# The search spaces: Pruner-Zero's primitives exactly (to reproduce its search), and ours with the
+# row and column reductions.
+LANGUAGES = {
+    "pruner-zero": tuple(name for name in OPS if name not in ("divrow", "divcol")),
+    "evolve": tuple(OPS),
 }
 ALIASES = {"pow": "sqr"}  # Pruner-Zero has both names for x * x
 

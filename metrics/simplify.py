@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from metrics.tree import Node, constant
 
 NONNEGATIVE_OPS = {"abs", "sqr", "sqrt", "exp", "mms"}
+DIVISIONS = ("div", "divrow", "divcol")  # x over a sum or norm of |y|: positive, whatever the sign of y
 
 
 def nonnegative(n: Node) -> bool:
@@ -26,7 +27,7 @@ def nonnegative(n: Node) -> bool:
         return n.value >= 0
     if n.op in ("mul", "add"):
         return all(nonnegative(a) for a in n.args)
-    if n.op == "div":
+    if n.op in DIVISIONS:
         return nonnegative(n.args[0])
     return False
 
@@ -51,7 +52,7 @@ def _fold(n: Node) -> Node | None:
     """An elementwise operator on constants becomes a constant (reductions of constants are degenerate)."""
     from metrics.compile import evaluate_scalar
 
-    if n.args and all(a.is_constant for a in n.args) and n.op not in ("mms", "zsn"):
+    if n.args and all(a.is_constant for a in n.args) and n.op not in ("mms", "zsn", "divrow", "divcol"):
         value = evaluate_scalar(n)
         return constant(value) if value == value and abs(value) != float("inf") else None
     return None
@@ -71,7 +72,7 @@ RULES = [
     Rule("sub(x, x) -> 0", "anywhere", True, lambda n: constant(0) if _op(n, "sub") and n.args[0] == n.args[1] else None),
     Rule("add(x, neg(y)) -> sub(x, y)", "anywhere", True, lambda n: Node("sub", (n.args[0], _arg(n.args[1]))) if _op(n, "add") and _op(n.args[1], "neg") else None),
     Rule("sub(x, neg(y)) -> add(x, y)", "anywhere", True, lambda n: Node("add", (n.args[0], _arg(n.args[1]))) if _op(n, "sub") and _op(n.args[1], "neg") else None),
-    Rule("div(x, neg|abs(y)) -> div(x, y)", "anywhere", True, lambda n: Node("div", (n.args[0], _arg(n.args[1]))) if _op(n, "div") and n.args[1].op in ("neg", "abs") else None),
+    Rule("div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)", "anywhere", True, lambda n: Node(n.op, (n.args[0], _arg(n.args[1]))) if n.op in DIVISIONS and n.args[1].op in ("neg", "abs") else None),
     Rule("mms|zsn(mms|zsn(x)) -> mms|zsn(x)", "anywhere", True, lambda n: Node(n.op, (_arg(_arg(n)),)) if n.op in ("mms", "zsn") and _arg(n).op in ("mms", "zsn") else None),
     Rule("constant folding", "anywhere", True, _fold),
     # ranking-preserving maps of the whole score

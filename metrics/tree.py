@@ -35,6 +35,10 @@ class Node:
             return {self.op} if self.op in LEAVES else set()
         return set().union(*(a.leaves() for a in self.args))
 
+    def ops(self) -> set[str]:
+        """The operators used anywhere in the tree."""
+        return set().union({self.op} if self.args else set(), *(a.ops() for a in self.args))
+
     def size(self) -> int:
         """Nodes in the tree: the complexity of hall-of-fame tables."""
         return 1 + sum(a.size() for a in self.args)

@@ -89,6 +89,9 @@ def test_operators_have_pruner_zero_semantics():
         "sub": x - y,
         "mul": x * y,
         "div": x / 5.0,  # ||y||_F = 5
+        # ours: the sums of |y| along each row are 7 and 0, along each column 3, 4 and 0 (x / 0 is inf)
+        "divrow": x / torch.tensor([[7.0], [0.0]]),
+        "divcol": x / torch.tensor([[3.0, 4.0, 0.0]]),
     }
     assert set(expected) == set(OPS)
     for name, want in expected.items():

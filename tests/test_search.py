@@ -116,6 +116,33 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "0 < N < M" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     assert main(["show", str(tmp_path)]) == 2
+    assert main(["search", "--seed-metrics", "wanda,ria", "--out", str(tmp_path / "z")]) == 2
+    assert "seed metric 'ria' uses divcol, divrow, not in the language 'pruner-zero'" in capsys.readouterr().err
+    assert main(["search", "--seed-metrics", "mul(W, Q)", "--out", str(tmp_path / "z")]) == 2
+    assert "seed metric 'mul(W, Q)': unknown operator or leaf 'Q'" in capsys.readouterr().err
+    assert main(["search", "--language", "mine", "--out", str(tmp_path / "z")]) == 2
+    assert "search.language" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize("language", ["pruner-zero", "evolve"])
+def test_the_language_decides_the_search_space_and_seeds_lead_generation_0(tiny_dir, tmp_path, language):
+    from metrics.ops import LANGUAGES
+
+    seeds = ["wanda", "mul(sqr(W), X)"] + (["ria"] if language == "evolve" else [])
+    engine = Search(search_config(tiny_dir, language=language, seed_metrics=seeds, population=40), tmp_path,
+                    lambda setup: None, log=lambda _: None)
+    random.seed(0)
+    population = engine.initial_population()
+    assert [str(ind) for ind in population[:len(seeds)]] == \
+        ["mul(abs(W), X)", "mul(sqr(W), X)"] + (["mul(add(divrow(abs(W), W), divcol(abs(W), W)), sqrt(X))"] if seeds[2:] else [])
+    used = set()
+    for ind in population:
+        for _ in range(20):
+            (ind,) = engine.tb.mutate(engine.tb.clone(ind))
+            used |= metrics.parse(str(ind)).ops()
+    assert used <= set(LANGUAGES[language])
+    assert ({"divrow", "divcol"} <= used) == (language == "evolve")  # the new operators are really searched
 
 
 def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path):

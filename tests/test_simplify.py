@@ -5,6 +5,7 @@ import metrics
 from metrics import parse, simplify
 from metrics.check import DegenerateMetric, check, probe
 from metrics.compile import compile_metric
+from metrics.named import NAMED
 from metrics.simplify import RULES
 from pruners import masks
 from pruners.spec import Sparsity
@@ -23,7 +24,10 @@ CASES = [
     ("add(sub(G, G), W)", "W", "sub(x, x) -> 0"),
     ("mul(add(W, neg(G)), X)", "mul(sub(W, G), X)", "add(x, neg(y)) -> sub(x, y)"),
     ("mul(sub(W, neg(G)), X)", "mul(add(W, G), X)", "sub(x, neg(y)) -> add(x, y)"),
-    ("mul(div(W, neg(G)), X)", "mul(div(W, G), X)", "div(x, neg|abs(y)) -> div(x, y)"),
+    ("mul(div(W, neg(G)), X)", "mul(div(W, G), X)", "div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)"),
+    ("add(divrow(abs(W), abs(W)), G)", "add(divrow(abs(W), W), G)", "div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)"),
+    ("add(divcol(abs(W), neg(G)), G)", "add(divcol(abs(W), G), G)", "div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)"),
+    ("mul(abs(divrow(sqr(W), G)), X)", "mul(divrow(sqr(W), G), X)", "abs(x >= 0) -> x"),
     ("mul(mms(zsn(G)), W)", "mul(mms(G), W)", "mms|zsn(mms|zsn(x)) -> mms|zsn(x)"),
     ("mul(add(2, 3), sub(W, G))", "sub(W, G)", "constant folding"),
     ("mms(mul(abs(W), X))", "mul(abs(W), X)", "mms|zsn|skp(f) -> f"),
@@ -90,12 +94,41 @@ def test_different_rankings_get_different_keys():
     assert len(keys) == 4
 
 
+def test_a_per_row_factor_keeps_its_key():
+    """Dividing by a row's sum keeps every comparison inside a row (per-row and N:M masks) but not one across
+    rows (a per-layer mask): the key must tell the metrics apart, or a layer-wise fitness would be wrong."""
+    stats = probe(rows=32, cols=64, seed=3)
+    wanda, scaled = parse("mul(abs(W), X)"), parse("divrow(mul(abs(W), X), W)")
+    a, b = compile_metric(wanda)(**stats), compile_metric(scaled)(**stats)
+    for spec in (Sparsity.parse("unstructured", 0.5, "row"), Sparsity.parse("2:4")):
+        assert torch.equal(masks.mask(a, spec), masks.mask(b, spec))
+    layer = Sparsity.parse("unstructured", 0.5, "layer")
+    assert not torch.equal(masks.mask(a, layer), masks.mask(b, layer))
+    assert metrics.canonical_key(wanda) != metrics.canonical_key(scaled)
+
+
+def test_ria_in_the_language_is_ria():
+    """RIA as its authors compute it (relative importance plus activations to the power a = 0.5, their
+    activation being Wanda's squared norm over the samples), against the named metric, on a probe layer."""
+    stats = probe(rows=32, cols=64, seed=4)
+    W, X, samples = stats["W"], stats["X"], 16
+    scaler_row = X**2 / samples  # what their wrapped layer accumulates
+    relative = W.abs() / W.abs().sum(dim=0) + W.abs() / W.abs().sum(dim=1).reshape(-1, 1)
+    hand = relative * torch.sqrt(scaler_row) ** 0.5
+    ours = compile_metric(NAMED["ria"].tree)(**stats)
+    for spec in (Sparsity.parse("unstructured", 0.5, "row"), Sparsity.parse("unstructured", 0.6, "layer"), Sparsity.parse("2:4")):
+        assert torch.equal(masks.mask(hand, spec), masks.mask(ours, spec)), spec
+    check(NAMED["ria"].tree)  # not degenerate
+
+
 @pytest.mark.parametrize(
     "text, why",
     [
         ("X", "X alone"),
         ("sqr(mms(X))", "X alone"),
         ("div(X, W)", "X alone"),
+        ("divrow(X, W)", "X alone"),
+        ("divcol(X, G)", "X alone"),
         ("sub(W, W)", "no leaf at all"),
         ("add(3, 4)", "no leaf at all"),
         ("mul(W, sub(X, X))", "constant within a row"),
