@@ -29,11 +29,23 @@ CHECKPOINT = "checkpoint.pkl"
 DATABASE = "evaluations.sqlite"
 
 
+# Constants that our language's trees draw as leaves (DEAP's ephemeral constants): scales and shifts as the
+# published metrics use them (GBLM's 100 G, the 1e-3 inside log). A few values, not a continuum, so that
+# canonical keys stay exact rationals and the store finds a metric again.
+CONSTANTS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0)
+
+
+def _constant() -> float:
+    return random.choice(CONSTANTS)
+
+
 def primitive_set(language: str) -> gp.PrimitiveSet:
     pset = gp.PrimitiveSet("metric", 3)
     pset.renameArguments(ARG0="W", ARG1="X", ARG2="G")
     for name in LANGUAGES[language]:
         pset.addPrimitive(OPS[name].torch, OPS[name].arity, name=name)
+    if language == "evolve":  # Pruner-Zero's search draws no constants
+        pset.addEphemeralConstant("metric_constant", _constant)
     return pset
 
 

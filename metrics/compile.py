@@ -34,7 +34,8 @@ def source(tree: Node) -> str:
         if n in names:
             return names[n]
         if not n.args:
-            return n.op if n.op in ("W", "X", "G") else repr(n.value)
+            # a constant as a 0-d tensor: every operator's code (x.abs(), _norm(x), ...) then applies to it
+            return n.op if n.op in ("W", "X", "G") else f"torch.tensor({n.value!r})"
         expr = OPS[n.op].code.format(*(emit(a) for a in n.args))
         names[n] = f"t{len(names)}"
         lines.append(f"    {names[n]} = {expr}")
@@ -54,7 +55,8 @@ def compile_metric(tree: Node) -> Scorer:
 
     Inputs are promoted to float32 first: half precision overflows in sqr/exp long before the ranking
     that the metric expresses runs out of resolution."""
-    namespace = {"_mms": _mms, "_zsn": _zsn, "_norm": _norm, "_rowsum": _rowsum, "_colsum": _colsum, "math": math}
+    namespace = {"_mms": _mms, "_zsn": _zsn, "_norm": _norm, "_rowsum": _rowsum, "_colsum": _colsum, "math": math,
+                 "torch": torch}
     exec(compile(source(tree), f"<metric {tree}>", "exec"), namespace)
     raw = namespace["score"]
 

@@ -35,9 +35,15 @@ class Node:
             return {self.op} if self.op in LEAVES else set()
         return set().union(*(a.leaves() for a in self.args))
 
+    def nodes(self):
+        """Every node of the tree, this one first."""
+        yield self
+        for a in self.args:
+            yield from a.nodes()
+
     def ops(self) -> set[str]:
         """The operators used anywhere in the tree."""
-        return set().union({self.op} if self.args else set(), *(a.ops() for a in self.args))
+        return {n.op for n in self.nodes() if n.args}
 
     def size(self) -> int:
         """Nodes in the tree: the complexity of hall-of-fame tables."""

@@ -103,11 +103,12 @@ def test_operators_have_pruner_zero_semantics():
 def random_tree(gen: torch.Generator, depth: int) -> Node:
     names = list(OPS)
     if depth == 0 or torch.rand(1, generator=gen).item() < 0.3:
-        return Node(["W", "X", "G"][torch.randint(3, (1,), generator=gen).item()])
+        return Node(["W", "X", "G", "0.5", "2"][torch.randint(5, (1,), generator=gen).item()])  # constants too
     op = OPS[names[torch.randint(len(names), (1,), generator=gen).item()]]
     return Node(op.name, tuple(random_tree(gen, depth - 1) for _ in range(op.arity)))
 
 
+@pytest.mark.filterwarnings("ignore:std")  # zsn of a lone constant
 def test_compiled_equals_the_node_by_node_interpreter_on_random_trees():
     gen = torch.Generator().manual_seed(0)
     W, X, G = torch.randn(8, 16) * 0.1, torch.rand(1, 16), torch.rand(8, 16) * 1e-3

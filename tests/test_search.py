@@ -127,6 +127,7 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("language", ["pruner-zero", "evolve"])
 def test_the_language_decides_the_search_space_and_seeds_lead_generation_0(tiny_dir, tmp_path, language):
+    from evolve.search import CONSTANTS
     from metrics.ops import LANGUAGES
 
     seeds = ["wanda", "mul(sqr(W), X)"] + (["ria"] if language == "evolve" else [])
@@ -136,13 +137,17 @@ def test_the_language_decides_the_search_space_and_seeds_lead_generation_0(tiny_
     population = engine.initial_population()
     assert [str(ind) for ind in population[:len(seeds)]] == \
         ["mul(abs(W), X)", "mul(sqr(W), X)"] + (["mul(add(divrow(abs(W), W), divcol(abs(W), W)), sqrt(X))"] if seeds[2:] else [])
-    used = set()
+    used, constants = set(), set()
     for ind in population:
         for _ in range(20):
             (ind,) = engine.tb.mutate(engine.tb.clone(ind))
-            used |= metrics.parse(str(ind)).ops()
+            tree = metrics.parse(str(ind))
+            used |= tree.ops()
+            constants |= {n.value for n in tree.nodes() if n.is_constant}
     assert used <= set(LANGUAGES[language])
     assert ({"divrow", "divcol"} <= used) == (language == "evolve")  # the new operators are really searched
+    # and so are constants (simplification folds some into others: exp(1.0) -> e)
+    assert (set(CONSTANTS) <= constants) if language == "evolve" else not constants
 
 
 def test_trees_with_constants_survive_mutation_and_crossover(tiny_dir, tmp_path):
