@@ -36,7 +36,9 @@ def main():
     points = args.points.split(",")
     cfg = configuration.load(args.config, {
         "search.fitness_tokens": args.slices * args.slice_tokens, "search.validation_tokens": 0,
-        "search.sparsities": [float(p) for p in points if ":" not in p], "search.patterns": [p for p in points if ":" in p],
+        # sparsities are the points of the unstructured pattern: without it they would be skipped
+        "search.sparsities": [float(p) for p in points if ":" not in p],
+        "search.patterns": ["unstructured"] * any(":" not in p for p in points) + [p for p in points if ":" in p],
     })
     evaluator = FitnessEvaluator(fitness_setup(cfg), log=print)
     windows = evaluator.windows["fitness"]  # (n, seqlen)
