@@ -130,8 +130,8 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--generations", dest="search.generations", type=int)
     search.add_argument("--population", dest="search.population", type=int)
     search.add_argument("--seed", dest="search.seed", type=int, help="the evolution's seed (default 0)")
-    search.add_argument("--sparsity", dest="search.sparsities", type=_floats, help="fitness points, comma list (default 0.5)")
-    search.add_argument("--pattern", dest="search.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8")
+    search.add_argument("--sparsity", dest="search.sparsities", type=_floats, help="fitness points, comma list (default 0.5,0.6)")
+    search.add_argument("--pattern", dest="search.patterns", type=_words, help="comma list: unstructured, 2:4, 4:8 (default unstructured,2:4)")
     search.add_argument("--fitness-tokens", dest="search.fitness_tokens", type=int, help="evaluation tokens per candidate")
     search.add_argument("--validation-tokens", dest="search.validation_tokens", type=int,
                         help="the next evaluation tokens, where the best are scored again (default 4096; 0: none)")

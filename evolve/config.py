@@ -69,8 +69,10 @@ class SearchConfig(Section):
     init_min_height: int = Field(1, ge=0)
     init_max_height: int = Field(3, ge=0)
     max_height: int = Field(6, ge=1)  # DEAP's static limit against bloat
-    sparsities: list[float] = [0.5]  # unstructured points of the fitness, per output row
-    patterns: list[str] = ["unstructured"]  # add "2:4" for a fitness that also covers N:M
+    # The fitness points: each sparsity unstructured per output row, and each N:M pattern. A metric fitted to
+    # one point can lose at the next (Pruner-Zero's did), so the default asks for three.
+    sparsities: list[float] = [0.5, 0.6]
+    patterns: list[str] = ["unstructured", "2:4"]
     fitness_tokens: int = Field(2048, gt=0)  # from the evaluation split: never seen by calibration
     # The next tokens of the evaluation split, disjoint from the fitness tokens: the `validate_top` best by
     # fitness are scored again there, and best_metric.json is the best by validation. 0: no validation.

@@ -111,16 +111,17 @@ class FitnessEvaluator:
                     return math.exp(total / predicted), True
         return math.exp(total / predicted), False
 
-    def evaluate(self, expression: str, threshold: float | None = None, split: str = "fitness") -> dict:
+    def evaluate(self, expression: str, thresholds: dict[str, float] | None = None, split: str = "fitness") -> dict:
         """{fitness, status, error, points, seconds} on the split's tokens ('fitness' or 'validation');
-        never raises for a bad candidate."""
+        never raises for a bad candidate. `thresholds`: per point, the perplexity above which its first
+        windows stop the candidate (points differ several-fold, 2:4 against 50%, so one bound cannot serve all)."""
         start = time.perf_counter()
         points, status, error = {}, "ok", ""
         try:
             tree = metrics.parse(expression)
             for spec, label in zip(self.specs, self.setup.points):
                 self.prune(tree, spec)
-                ppl, stopped = self.perplexity(threshold, split)
+                ppl, stopped = self.perplexity((thresholds or {}).get(label), split)
                 points[label] = ppl
                 if stopped:
                     status = "early"

@@ -168,7 +168,7 @@ class Search:
         return pop
 
     # --- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, population: list, threshold: float | None) -> dict:
+    def evaluate(self, population: list, thresholds: dict[str, float] | None) -> dict:
         """Fitness for every individual without one; returns the generation's counters."""
         counts = {"evaluations": 0, "cache_hits": 0, "rejected": 0}
         fitness, jobs = {}, {}
@@ -200,7 +200,7 @@ class Search:
                 counts["evaluations"] += 1
                 progress.update(1)
 
-            self.workers().map(list(jobs.items()), threshold, on_result)
+            self.workers().map(list(jobs.items()), thresholds, on_result)
             progress.close()
         for ind in population:
             if not ind.fitness.valid:
@@ -287,12 +287,16 @@ class Search:
         )
         results.write(self.dir, self.logbook, self.seen, self.cfg, self.setup)
 
-    def threshold(self, population) -> float | None:
-        """Perplexity above which a candidate counts as clearly bad after its first windows."""
+    def thresholds(self, population) -> dict[str, float] | None:
+        """Per point, the perplexity above which a candidate counts as clearly bad after its first windows:
+        `early_stop` times the best individual's perplexity at that point."""
         if not self.cfg.search.early_stop:
             return None
-        best = min((ind.fitness.values[0] for ind in population if ind.fitness.valid), default=WORST)
-        return best * self.cfg.search.early_stop if best < WORST else None
+        valid = [ind for ind in population if ind.fitness.valid and ind.fitness.values[0] < WORST]
+        if not valid:
+            return None
+        best = self.store.get(inspect(str(min(valid, key=lambda ind: ind.fitness.values[0])))[0])
+        return {label: ppl * self.cfg.search.early_stop for label, ppl in json.loads(best.points).items()}
 
     def run(self, resume: bool) -> dict:
         s = self.cfg.search
@@ -313,13 +317,13 @@ class Search:
                 self.checkpoint(population)
             while self.generation < s.generations:
                 start = time.perf_counter()
-                threshold = self.threshold(population)
+                thresholds = self.thresholds(population)
                 self.generation += 1
                 elites = [self.tb.clone(ind) for ind in tools.selBest(population, s.elites)]
                 offspring = [self.tb.clone(ind) for ind in self.tb.select(population, len(population) - s.elites)]
                 offspring, rejected = self.distinct(elites, self.vary(offspring))
                 population = elites + offspring
-                counts = self.evaluate(population, threshold)
+                counts = self.evaluate(population, thresholds)
                 counts["rejected"] += rejected
                 self.remember(population)
                 self.record(population, counts, time.perf_counter() - start)

@@ -31,9 +31,9 @@ class SerialPool:
         self.evaluator = FitnessEvaluator(setup, log)
         self.workers = 1
 
-    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult, split: str = "fitness") -> None:
+    def map(self, jobs: list[Job], thresholds: dict[str, float] | None, on_result: OnResult, split: str = "fitness") -> None:
         for job in jobs:
-            on_result(job, {**self.evaluator.evaluate(job[1], threshold, split), "worker": "serial"})
+            on_result(job, {**self.evaluator.evaluate(job[1], thresholds, split), "worker": "serial"})
 
     def close(self) -> None:
         pass
@@ -50,8 +50,8 @@ class _Actor:
         # Loading the model, X and G take minutes: say each stage (Ray forwards it to the driver's terminal).
         self.evaluator = FitnessEvaluator(setup, log=lambda message: print(f"worker {self.name}: {message}", flush=True))
 
-    def evaluate(self, expression: str, threshold, split: str):
-        return {**self.evaluator.evaluate(expression, threshold, split), "worker": self.name}
+    def evaluate(self, expression: str, thresholds, split: str):
+        return {**self.evaluator.evaluate(expression, thresholds, split), "worker": self.name}
 
     def pid(self) -> int:
         return os.getpid()
@@ -112,7 +112,7 @@ class RayPool:
         self.ray.kill(self.actors[i], no_restart=True)
         (self.actors[i],) = self.started([self.make()])
 
-    def map(self, jobs: list[Job], threshold: float | None, on_result: OnResult, split: str = "fitness") -> None:
+    def map(self, jobs: list[Job], thresholds: dict[str, float] | None, on_result: OnResult, split: str = "fitness") -> None:
         ray = self.ray
         pending = deque((job, 0) for job in jobs)
         idle = deque(range(len(self.actors)))
@@ -120,7 +120,7 @@ class RayPool:
         while pending or running:
             while pending and idle:
                 (job, attempt), i = pending.popleft(), idle.popleft()
-                running[self.actors[i].evaluate.remote(job[1], threshold, split)] = (i, job, attempt, time.monotonic())
+                running[self.actors[i].evaluate.remote(job[1], thresholds, split)] = (i, job, attempt, time.monotonic())
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
                 i, job, attempt, start = running.pop(ref)

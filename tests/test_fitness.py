@@ -59,11 +59,11 @@ def test_fitness_is_the_geometric_mean_of_the_points_perplexities(evaluator):
 
 def test_early_stop_returns_the_first_windows_perplexity(evaluator):
     first = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows[:1], torch.device("cpu"))
-    stopped = evaluator.evaluate("mul(abs(W), X)", threshold=1.0)  # every perplexity is above 1
+    stopped = evaluator.evaluate("mul(abs(W), X)", thresholds={"0.5": 1.0, "2:4": 1.0})  # every perplexity is above 1
     assert stopped["status"] == "early"
     assert eval(stopped["points"]) == pytest.approx({"0.5": first}, rel=1e-5)
     assert stopped["fitness"] == pytest.approx(first, rel=1e-5)
-    whole = evaluator.evaluate("mul(abs(W), X)", threshold=1e9)
+    whole = evaluator.evaluate("mul(abs(W), X)", thresholds={"0.5": 1e9, "2:4": 1e9})
     assert whole["status"] == "ok" and set(eval(whole["points"])) == {"0.5", "2:4"}
 
 
@@ -75,11 +75,20 @@ def test_early_stop_at_a_later_point_takes_the_worst_point_seen(evaluator):
     threshold = (first[None] + first[4]) / 2  # the lower point passes its first window, the higher one stops
     order = ("0.5", "2:4") if first[None] < first[4] else ("2:4", "0.5")
     stopping = FitnessEvaluator(dataclasses.replace(evaluator.setup, points=order))
-    result = stopping.evaluate("mul(abs(W), X)", threshold=threshold)
+    result = stopping.evaluate("mul(abs(W), X)", thresholds={"0.5": threshold, "2:4": threshold})
     points = eval(result["points"])
     assert result["status"] == "early" and list(points) == list(order)
     assert points[order[1]] == pytest.approx(max(first.values()), rel=1e-5)
     assert result["fitness"] == max(points.values()) != pytest.approx(math.sqrt(points["0.5"] * points["2:4"]), rel=1e-7)
+
+
+def test_each_point_has_its_own_early_stop_bound(evaluator):
+    """A bound that stops one point does not stop the other: 2:4 perplexity is several times 50%'s."""
+    first = {g: perplexity(pruned_by_argsort(evaluator, g), evaluator.host.windows[:1], torch.device("cpu")) for g in (None, 4)}
+    passes = evaluator.evaluate("mul(abs(W), X)", thresholds={"0.5": 1e9, "2:4": first[4] * 1.001})
+    assert passes["status"] == "ok"
+    stops = evaluator.evaluate("mul(abs(W), X)", thresholds={"0.5": 1e9, "2:4": first[4] * 0.999})
+    assert stops["status"] == "early" and eval(stops["points"])["2:4"] == pytest.approx(first[4], rel=1e-5)
 
 
 def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):

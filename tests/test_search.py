@@ -210,12 +210,12 @@ def logbook(folder: Path) -> list[dict]:
         return [{k: float(v) if k != "best_expression" else v for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def oracle_search(folder: Path, pools: list, **search) -> Search:
+def oracle_search(folder: Path, pools: list, pool_class=None, **search) -> Search:
     cfg = search_config("smollm2-135m", **{"population": 16, "generations": 8, **search})  # the pool never loads it
     folder.mkdir(parents=True, exist_ok=True)
 
     def factory(setup):
-        pools.append(OraclePool(setup))
+        pools.append((pool_class or OraclePool)(setup))
         return pools[-1]
 
     engine = Search(cfg, folder, factory, log=lambda _: None)
@@ -277,6 +277,28 @@ def test_generation_counters_add_up_to_the_store(tmp_path):
     assert again == [] and all(r["evaluations"] == 0 for r in rows_again)
     assert rows_again[0]["cache_hits"] == 16
     assert [r["best"] for r in rows_again] == [r["best"] for r in rows]
+
+
+class PointsPool(OraclePool):
+    """The oracle with two points, 2:4 four times the 50% point's perplexity, recording the early-stop bounds."""
+
+    def __init__(self, setup):
+        super().__init__(setup)
+        self.thresholds = []
+
+    def map(self, jobs, thresholds, on_result, split="fitness"):
+        self.thresholds.append(thresholds)
+        super().map(jobs, thresholds, lambda job, r: on_result(job, {**r, "points": json.dumps({"0.5": r["fitness"], "2:4": 4 * r["fitness"]})}), split)
+
+
+def test_early_stop_bounds_each_point_by_the_best_individuals_perplexity_there(tmp_path):
+    pools = []
+    oracle_search(tmp_path / "run", pools, PointsPool, early_stop=3.0, validation_tokens=0)
+    (pool,) = pools
+    assert pool.thresholds[0] is None and len(pool.thresholds) > 3  # generation 0 has no best yet
+    for i, thresholds in enumerate(pool.thresholds[1:], 1):
+        best = min(float(r["fitness"]) for r in hall(tmp_path / "run") if r["expression"] in sum(pool.jobs[:i], []))
+        assert thresholds == pytest.approx({"0.5": 3 * best, "2:4": 12 * best})  # elitism keeps the best so far
 
 
 def test_resume_in_process_ends_like_an_uninterrupted_run(tmp_path):
