@@ -30,6 +30,8 @@ def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+    parser.add_argument("--eval-skip-tokens", dest="data.eval_skip_tokens", type=int,
+                        help="leave out the evaluation windows that hold the first N tokens (a search's own)")
     parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
     parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
 

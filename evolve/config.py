@@ -25,6 +25,9 @@ class DataConfig(Section):
     seqlen: int | None = Field(None, gt=1)  # None: the model's context, capped at 2048
     seed: int = 0  # calibration sampling seed
     eval_tokens: int | None = Field(None, gt=0)  # None: every full window of the evaluation text
+    # the evaluation text's windows that hold its first N tokens are left out: a searched metric is then judged
+    # on tokens its search never scored (its fitness_tokens + validation_tokens); other texts are read whole
+    eval_skip_tokens: int = Field(0, ge=0)
     batch_size: int = Field(8, gt=0)  # calibration samples per forward pass
     self_data: str | None = None  # JSONL the model wrote itself (evolve generate-data), mixed into calibration
     self_nsamples: int = Field(0, ge=0)  # how many of its samples join the nsamples windows

@@ -38,6 +38,7 @@ class Host:
         self_data: str | None = None,
         self_nsamples: int = 0,
         on_device: bool = False,
+        eval_skip_tokens: int = 0,
         log: Callable[[str], None] = say,
     ):
         """on_device: keep the whole model (and its snapshot) on the device, for repeated evaluation as a
@@ -57,7 +58,7 @@ class Host:
         self.calibration = data.calibration_samples(self.tokenizer, self.calib_text, nsamples, self.seqlen, seed)
         if own:  # (nsamples + self_nsamples, seqlen): the model's own text after the sampled windows
             self.calibration = torch.cat([self.calibration, data.self_samples(self.tokenizer, own, self.seqlen)])
-        self.windows = windows(data.evaluation_tokens(self.tokenizer, self.eval_text), self.seqlen, eval_tokens)
+        self.windows = windows(data.evaluation_tokens(self.tokenizer, self.eval_text), self.seqlen, eval_tokens, eval_skip_tokens)
         if on_device:
             self.model.to(self.device)
         # The dense state where the weights live now: the host's memory, or the device's for a worker.

@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from pruners.errors import InputError
 
 
-def windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = None) -> torch.Tensor:
-    """(n, seqlen) non-overlapping windows of a (1, L) token stream; max_tokens keeps the first windows only."""
+def windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = None, skip_tokens: int = 0) -> torch.Tensor:
+    """(n, seqlen) non-overlapping windows of a (1, L) token stream; max_tokens keeps the first windows only,
+    after the whole windows that hold the first skip_tokens tokens are left out."""
+    tokens = tokens[:, -(-skip_tokens // seqlen) * seqlen:]
     n = tokens.shape[1] // seqlen
     if max_tokens is not None:
         n = min(n, max_tokens // seqlen)

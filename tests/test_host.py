@@ -30,6 +30,16 @@ def test_restore_undoes_weight_changes_and_shape_changes(tiny_dir):
     assert host.model.lm_head.weight is host.model.model.embed_tokens.weight or not host.model.config.tie_word_embeddings
 
 
+def test_eval_skip_tokens_leaves_out_a_searchs_own_windows(tiny_dir):
+    """A search scored its fitness and validation on the first evaluation tokens: judging its metric after them
+    means the windows that follow, not the same ones again. Other texts are read from their start."""
+    quiet = dict(calib="pydoc", eval="pydoc", nsamples=2, seqlen=32, log=lambda m: None)
+    plain = Host(tiny_dir, eval_tokens=256, **quiet)
+    skipping = Host(tiny_dir, eval_tokens=128, eval_skip_tokens=40, **quiet)  # 40 tokens lie in two windows
+    assert torch.equal(skipping.windows, plain.windows[2:6])
+    assert torch.equal(skipping.windows_of("pydoc"), plain.windows_of("pydoc")[:4])
+
+
 def test_statistics_are_computed_once_from_the_dense_model(tiny_dir):
     host = Host(tiny_dir, calib="pydoc", eval="pydoc", nsamples=2, seqlen=32, eval_tokens=256, log=lambda m: None)
     X = host.statistic("X")

@@ -56,5 +56,8 @@ def test_eval_tokens_keeps_the_first_windows():
     tokens = torch.arange(100).unsqueeze(0)
     assert windows(tokens, 10).shape == (10, 10)
     assert windows(tokens, 10, 35).tolist() == torch.arange(30).view(3, 10).tolist()
+    # skipping 25 tokens leaves out the three windows that hold them; the limit counts what follows
+    assert windows(tokens, 10, 35, skip_tokens=25).tolist() == torch.arange(30, 60).view(3, 10).tolist()
+    assert windows(tokens, 10, skip_tokens=20).tolist() == torch.arange(20, 100).view(8, 10).tolist()
     with pytest.raises(InputError, match="at least one window"):
         windows(tokens, 10, 5)
