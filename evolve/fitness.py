@@ -106,7 +106,8 @@ class FitnessEvaluator:
         for i, window in enumerate(windows):
             total += window_nll(self.host.model, window.unsqueeze(0).to(self.device)).item()
             predicted += window.numel() - 1
-            if threshold and i + 1 == self.setup.early_windows and i + 1 < len(windows):
+            # with as few windows as early_windows the whole point decides: its later points are not worth running
+            if threshold and i + 1 == min(self.setup.early_windows, len(windows)):
                 if math.exp(total / predicted) > threshold:
                     return math.exp(total / predicted), True
         return math.exp(total / predicted), False

@@ -91,6 +91,16 @@ def test_each_point_has_its_own_early_stop_bound(evaluator):
     assert stops["status"] == "early" and eval(stops["points"])["2:4"] == pytest.approx(first[4], rel=1e-5)
 
 
+def test_a_point_read_whole_before_its_early_windows_stops_the_later_points(evaluator):
+    """With no more windows than early_windows, a point above its bound stops the candidate after it: a
+    one-window fitness must not spend its later points on a metric already clearly bad."""
+    whole = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, torch.device("cpu"))
+    few = FitnessEvaluator(dataclasses.replace(evaluator.setup, early_windows=len(evaluator.host.windows) + 1))
+    result = few.evaluate("mul(abs(W), X)", thresholds={"0.5": whole * 0.999, "2:4": 1e9})
+    assert result["status"] == "early" and eval(result["points"]) == pytest.approx({"0.5": whole}, rel=1e-5)
+    assert few.evaluate("mul(abs(W), X)", thresholds={"0.5": whole * 1.001, "2:4": 1e9})["status"] == "ok"
+
+
 def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):
     recalibrating = FitnessEvaluator(dataclasses.replace(evaluator.setup, recalibrate=True, points=("0.5",)))
     host = recalibrating.host
