@@ -73,6 +73,9 @@ RULES = [
     Rule("add(x, neg(y)) -> sub(x, y)", "anywhere", True, lambda n: Node("sub", (n.args[0], _arg(n.args[1]))) if _op(n, "add") and _op(n.args[1], "neg") else None),
     Rule("sub(x, neg(y)) -> add(x, y)", "anywhere", True, lambda n: Node("add", (n.args[0], _arg(n.args[1]))) if _op(n, "sub") and _op(n.args[1], "neg") else None),
     Rule("div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)", "anywhere", True, lambda n: Node(n.op, (n.args[0], _arg(n.args[1]))) if n.op in DIVISIONS and n.args[1].op in ("neg", "abs") else None),
+    # the norm or sum of |c| over a constant is |c|: a fixed positive scale, which the key then drops as a factor
+    # (a search drew divcol(X, 0.01) again and again, each a new key that pruned as X did); not bit-exact: x * (1/|c|)
+    Rule("div|divrow|divcol(x, c != 0) -> mul(x, 1/|c|)", "anywhere", False, lambda n: Node("mul", (n.args[0], constant(1 / abs(n.args[1].value)))) if n.op in DIVISIONS and n.args[1].is_constant and n.args[1].value != 0 else None),
     Rule("mms|zsn(mms|zsn(x)) -> mms|zsn(x)", "anywhere", True, lambda n: Node(n.op, (_arg(_arg(n)),)) if n.op in ("mms", "zsn") and _arg(n).op in ("mms", "zsn") else None),
     Rule("constant folding", "anywhere", True, _fold),
     # ranking-preserving maps of the whole score

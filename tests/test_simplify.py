@@ -28,6 +28,8 @@ CASES = [
     ("add(divrow(abs(W), abs(W)), G)", "add(divrow(abs(W), W), G)", "div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)"),
     ("add(divcol(abs(W), neg(G)), G)", "add(divcol(abs(W), G), G)", "div|divrow|divcol(x, neg|abs(y)) -> div|divrow|divcol(x, y)"),
     ("mul(abs(divrow(sqr(W), G)), X)", "mul(divrow(sqr(W), G), X)", "abs(x >= 0) -> x"),
+    ("mul(mul(sqr(W), divcol(X, 0.01)), log(X))", "mul(mul(sqr(W), mul(X, 100)), log(X))", "div|divrow|divcol(x, c != 0) -> mul(x, 1/|c|)"),
+    ("add(divrow(W, -4), G)", "add(mul(W, 0.25), G)", "div|divrow|divcol(x, c != 0) -> mul(x, 1/|c|)"),
     ("mul(mms(zsn(G)), W)", "mul(mms(G), W)", "mms|zsn(mms|zsn(x)) -> mms|zsn(x)"),
     ("mul(add(2, 3), sub(W, G))", "sub(W, G)", "constant folding"),
     ("mms(mul(abs(W), X))", "mul(abs(W), X)", "mms|zsn|skp(f) -> f"),
@@ -75,7 +77,7 @@ def test_metrics_with_one_key_give_one_mask():
         "mul(abs(W), X)", "mul(X, abs(W))", "mms(mul(abs(W), X))", "sqr(mul(W, X))", "zsn(sqrt(mul(W, X)))",
         "mul(abs(W), G)", "sqr(mul(W, G))", "div(mul(G, abs(W)), X)", "log(mul(W, G))",
         "mul(sqr(W), mms(G))", "mul(abs(mul(W, W)), mms(G))", "mul(mms(G), sqr(neg(W)))",
-        "abs(W)", "sqrt(sqr(W))", "exp(log(W))", "mul(2, abs(W))",
+        "abs(W)", "sqrt(sqr(W))", "exp(log(W))", "mul(2, abs(W))", "divcol(abs(W), 0.01)", "mul(divrow(abs(W), 10), divcol(X, 2))",
     ]
     stats = probe(rows=32, cols=64, seed=2)
     spec = Sparsity.parse("unstructured", 0.5, "row")
