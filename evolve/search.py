@@ -40,8 +40,8 @@ def _constant() -> float:
 
 
 def primitive_set(language: str) -> gp.PrimitiveSet:
-    pset = gp.PrimitiveSet("metric", 3)
-    pset.renameArguments(ARG0="W", ARG1="X", ARG2="G")
+    pset = gp.PrimitiveSet("metric", len(metrics.LEAVES))
+    pset.renameArguments(**{f"ARG{i}": name for i, name in enumerate(metrics.LEAVES)})
     for name in LANGUAGES[language]:
         pset.addPrimitive(OPS[name].torch, OPS[name].arity, name=name)
     if language == "evolve":  # Pruner-Zero's search draws no constants

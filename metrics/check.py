@@ -2,6 +2,7 @@
 import torch
 
 from metrics.compile import compile_metric
+from metrics.ops import LEAVES
 from metrics.simplify import DIVISIONS, simplify
 from metrics.tree import MetricError, Node
 
@@ -15,19 +16,20 @@ def _elementwise_leaves(n: Node) -> set[str]:
     tensor (div), per row (divrow: the same for a row's entries) or per column (divcol: the same for
     every row, as X is)."""
     if not n.args:
-        return {n.op} if n.op in ("W", "X", "G") else set()
+        return {n.op} if n.op in LEAVES else set()
     args = n.args[:1] if n.op in DIVISIONS else n.args
     return set().union(*(_elementwise_leaves(a) for a in args))
 
 
 def probe(rows: int = 16, cols: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random stand-ins on the scale of a real layer: W ~ N(0, 0.05), X ~ |N(0, 1)|, G ~ |N(0, 1e-3)|."""
+    """Random stand-ins on the scale of a real layer, one per leaf: N(0, 1) (its absolute value for a
+    nonnegative leaf) times the leaf's scale, W ~ N(0, 0.05), X ~ |N(0, 1)|, G ~ |N(0, 1e-3)|."""
     gen = torch.Generator().manual_seed(seed)
-    return {
-        "W": torch.randn(rows, cols, generator=gen) * 0.05,
-        "X": torch.randn(1, cols, generator=gen).abs(),
-        "G": torch.randn(rows, cols, generator=gen).abs() * 1e-3,
-    }
+    stats = {}
+    for name, leaf in LEAVES.items():
+        draw = torch.randn(rows if leaf.per == "weight" else 1, cols, generator=gen)
+        stats[name] = (draw.abs() if leaf.nonnegative else draw) * leaf.scale
+    return stats
 
 
 def check(tree: Node) -> Node:
@@ -37,8 +39,8 @@ def check(tree: Node) -> Node:
     metric that yields NaN or Inf is a bad candidate even where simplification would hide it."""
     simple = simplify(tree)
     leaves = _elementwise_leaves(simple)
-    if not leaves & {"W", "G"}:
-        what = "X alone" if leaves == {"X"} else "no leaf at all"
+    if not any(LEAVES[name].per == "weight" for name in leaves):  # per-input leaves rank every row alike
+        what = f"{' and '.join(sorted(leaves))} alone" if leaves else "no leaf at all"
         raise DegenerateMetric(f"{tree} is degenerate: entry by entry it sees {what}, so every row ranks alike")
     stats = probe()
     for form in (tree, simple):

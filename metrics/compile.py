@@ -5,18 +5,17 @@ from collections.abc import Callable
 
 import torch
 
-from metrics.ops import OPS, _colsum, _mms, _rowsum, _zsn
+from metrics.ops import LEAVES, OPS, _colsum, _mms, _rowsum, _zsn
 from metrics.tree import Node
 
-Scorer = Callable[..., torch.Tensor]  # (W (out, in), X (1, in), G (out, in)) -> (out, in) score
+Scorer = Callable[..., torch.Tensor]  # leaves by name (W=(out, in), X=(1, in), G=(out, in)) -> (out, in) score
 
 
-def evaluate(tree: Node, W=None, X=None, G=None) -> torch.Tensor:
+def evaluate(tree: Node, **leaves: torch.Tensor) -> torch.Tensor:
     """The reference: each node computed by its operator's torch meaning, recursively."""
-    leaves = {"W": W, "X": X, "G": G}
     if not tree.args:
-        return leaves[tree.op] if tree.op in leaves else torch.tensor(tree.value)
-    return OPS[tree.op].torch(*(evaluate(a, W, X, G) for a in tree.args))
+        return leaves.get(tree.op) if tree.op in LEAVES else torch.tensor(tree.value)
+    return OPS[tree.op].torch(*(evaluate(a, **leaves) for a in tree.args))
 
 
 def evaluate_scalar(tree: Node) -> float:
@@ -27,7 +26,8 @@ def evaluate_scalar(tree: Node) -> float:
 
 
 def source(tree: Node) -> str:
-    """Python source of `score(W, X, G)`: one statement per distinct subtree (shared subtrees once)."""
+    """Python source of `score(W, X, G)` (every leaf a parameter): one statement per distinct subtree (shared
+    subtrees once)."""
     lines, names = [], {}
 
     def emit(n: Node) -> str:
@@ -35,15 +35,15 @@ def source(tree: Node) -> str:
             return names[n]
         if not n.args:
             # a constant as a 0-d tensor: every operator's code (x.abs(), _norm(x), ...) then applies to it
-            return n.op if n.op in ("W", "X", "G") else f"torch.tensor({n.value!r})"
+            return n.op if n.op in LEAVES else f"torch.tensor({n.value!r})"
         expr = OPS[n.op].code.format(*(emit(a) for a in n.args))
         names[n] = f"t{len(names)}"
         lines.append(f"    {names[n]} = {expr}")
         return names[n]
 
     result = emit(tree)
-    body = "\n".join(lines) if lines else ""
-    return f"def score(W, X, G):\n{body}\n    return {result}\n" if body else f"def score(W, X, G):\n    return {result}\n"
+    head = f"def score({', '.join(LEAVES)}):\n"
+    return head + "".join(line + "\n" for line in lines) + f"    return {result}\n"
 
 
 def _norm(y):
@@ -60,9 +60,11 @@ def compile_metric(tree: Node) -> Scorer:
     exec(compile(source(tree), f"<metric {tree}>", "exec"), namespace)
     raw = namespace["score"]
 
-    def score(W=None, X=None, G=None) -> torch.Tensor:
-        f32 = lambda t: None if t is None else t.float()
-        out = raw(f32(W), f32(X), f32(G))
+    def score(**leaves: torch.Tensor) -> torch.Tensor:
+        if leaves.keys() - LEAVES.keys():
+            raise TypeError(f"unknown leaves {sorted(leaves.keys() - LEAVES.keys())}; the language has {', '.join(LEAVES)}")
+        out = raw(**{n: None if leaves.get(n) is None else leaves[n].float() for n in LEAVES})
+        W = leaves["W"]
         if not isinstance(out, torch.Tensor) or out.shape != W.shape:
             out = torch.as_tensor(out, dtype=torch.float32, device=W.device).expand(W.shape)
         return out

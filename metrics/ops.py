@@ -1,7 +1,7 @@
 """The operators of the metric language, with Pruner-Zero's exact semantics (its lib/gptree.py).
 
-Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves: W (out, in)
-weights, X (1, in) input norms, G (out, in) gradient magnitudes; broadcasting lets X meet W. Reductions
+Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves (LEAVES): W
+(out, in) weights, X (1, in) input norms, G (out, in) gradient magnitudes; broadcasting lets X meet W. Reductions
 (mms, zsn, the norm in div) run over the whole tensor they receive, except those of divrow and divcol
 (ours, not Pruner-Zero's), which divide by the sum of |y| along each row (over the inputs: (out, 1)) or
 each column (over the outputs: (1, in)), so that RIA's relative importance is a metric of the language.
@@ -13,7 +13,6 @@ import sympy
 import torch
 
 SEMANTICS = 1  # bump when any meaning below changes: canonical keys and stored fitness depend on it
-LEAVES = ("W", "X", "G")
 LOG_EPS = 1e-3  # log(x) = log(|x| + 1e-3)
 EXP_MAX = 100.0  # exp(x) = exp(min(x, 100))
 
@@ -82,5 +81,29 @@ LANGUAGES = {
 }
 ALIASES = {"pow": "sqr"}  # Pruner-Zero has both names for x * x
 
-# sympy leaves: X and G are norms (never negative), W is any real.
-SYMBOLS = {"W": sympy.Symbol("W", real=True), "X": sympy.Symbol("X", nonnegative=True), "G": sympy.Symbol("G", nonnegative=True)}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A statistic a metric reads. A new one is one entry here (and its collector where metrics are applied)."""
+
+    name: str
+    per: str  # "weight": (out, in), one value per weight; "input": (1, in), one per input channel, broadcast over rows
+    nonnegative: bool  # a norm or a magnitude: the simplifier and sympy may rely on it
+    scale: float  # its size on a real layer, for the random probe layer of the degenerate check
+    doc: str
+
+    @property
+    def symbol(self) -> sympy.Symbol:
+        """Its sympy symbol: a nonnegative leaf is never below 0, the others are any real."""
+        return sympy.Symbol(self.name, nonnegative=True) if self.nonnegative else sympy.Symbol(self.name, real=True)
+
+
+LEAVES = {
+    leaf.name: leaf
+    for leaf in (
+        Leaf("W", "weight", False, 0.05, "the layer's dense weights"),
+        Leaf("X", "input", True, 1.0, "the L2 norm of each input channel over the calibration tokens"),
+        Leaf("G", "weight", True, 1e-3, "the L2 norm over calibration samples of each weight's gradient of the LM loss"),
+    )
+}

@@ -13,6 +13,7 @@ does not have.
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from metrics.ops import LEAVES
 from metrics.tree import Node, constant
 
 NONNEGATIVE_OPS = {"abs", "sqr", "sqrt", "exp", "mms"}
@@ -21,7 +22,7 @@ DIVISIONS = ("div", "divrow", "divcol")  # x over a sum or norm of |y|: positive
 
 def nonnegative(n: Node) -> bool:
     """Known to be >= 0 everywhere: X and G are norms, and so on."""
-    if n.op in ("X", "G") or n.op in NONNEGATIVE_OPS:
+    if n.op in LEAVES and LEAVES[n.op].nonnegative or n.op in NONNEGATIVE_OPS:
         return True
     if n.is_constant:
         return n.value >= 0

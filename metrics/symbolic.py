@@ -4,14 +4,14 @@ import hashlib
 
 import sympy
 
-from metrics.ops import OPS, SEMANTICS, SYMBOLS
+from metrics.ops import LEAVES, OPS, SEMANTICS
 from metrics.simplify import simplify
 from metrics.tree import Node
 
 
 def to_sympy(tree: Node) -> sympy.Expr:
     if not tree.args:
-        return SYMBOLS[tree.op] if tree.op in SYMBOLS else sympy.nsimplify(tree.value)
+        return LEAVES[tree.op].symbol if tree.op in LEAVES else sympy.nsimplify(tree.value)
     return OPS[tree.op].sympy(*(to_sympy(a) for a in tree.args))
 
 

@@ -130,3 +130,24 @@ def test_constant_subtrees_fold_to_their_float64_value():
     assert evaluate_scalar(metrics.parse("add(1, mul(2, 3))")) == 7.0
     assert evaluate_scalar(metrics.parse("sqrt(sqr(neg(3)))")) == 3.0
     assert evaluate_scalar(metrics.parse("0.001")) == 0.001
+
+
+def test_a_new_leaf_is_one_registration(monkeypatch):
+    """A statistic registered in LEAVES parses, compiles, simplifies, keys and is checked like X, with no
+    other change: V here is a nonnegative per-input-channel statistic, U a per-weight one."""
+    from metrics.ops import LEAVES, Leaf
+
+    monkeypatch.setitem(LEAVES, "V", Leaf("V", "input", True, 1.0, "a test statistic"))
+    monkeypatch.setitem(LEAVES, "U", Leaf("U", "weight", False, 0.1, "another"))
+    W = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, 0.5]])  # (out 2, in 3)
+    V = torch.tensor([[2.0, 0.5, 1.0]])  # (1, in 3)
+    tree = metrics.check(parse("mul(abs(W), abs(V))"))
+    assert str(tree) == "mul(abs(W), V)"  # |V| = V: the registration says it is never negative
+    assert torch.equal(compile_metric(tree)(W=W, V=V), torch.tensor([[2.0, 1.0, 3.0], [8.0, 2.5, 0.5]]))
+    assert metrics.canonical_key(parse("mul(V, abs(W))")) == metrics.canonical_key(tree)
+    assert metrics.canonical_key(tree) != metrics.canonical_key(parse("mul(abs(W), X)"))
+    with pytest.raises(metrics.DegenerateMetric, match="V and X alone"):
+        metrics.check(parse("mul(V, X)"))
+    assert str(metrics.check(parse("mul(U, X)"))) == "mul(U, X)"  # a per-weight leaf ranks within a row
+    with pytest.raises(TypeError, match="unknown leaves"):
+        compile_metric(tree)(W=W, Q=V)
