@@ -3,8 +3,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from metrics.ops import LEAVES
 from pruners.errors import InputError
 
 
@@ -88,6 +89,18 @@ class SearchConfig(Section):
     # the search space: "pruner-zero" (its primitives exactly, to reproduce its search) or "evolve" (ours:
     # also divrow and divcol, the row and column reductions that RIA needs)
     language: Literal["pruner-zero", "evolve"] = "pruner-zero"
+    # the statistics the trees read (metrics.ops.LEAVES); D, SparseGPT's inverse Hessian diagonal, is a switch
+    leaves: list[str] = ["W", "X", "G"]
+
+    @field_validator("leaves")
+    @classmethod
+    def _known_leaves(cls, leaves):
+        unknown = [leaf for leaf in leaves if leaf not in LEAVES]
+        if unknown:
+            raise ValueError(f"unknown leaves {', '.join(unknown)}; the language has {', '.join(LEAVES)}")
+        if not any(LEAVES[leaf].per == "weight" for leaf in leaves):
+            raise ValueError("no leaf per weight (W or G): every tree would rank each row alike")
+        return list(dict.fromkeys(leaves))
     workers: int = Field(1, ge=1)
     ray_address: str | None = None  # None: a local Ray instance; "auto" or host:port joins a cluster
     serial: bool = False  # evaluate in this process, without Ray

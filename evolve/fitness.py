@@ -42,6 +42,7 @@ class FitnessSetup:
     early_windows: int
     recalibrate: bool
     validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
+    leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
 
     def specs(self) -> list[Sparsity]:
         return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p)) for p in self.points]
@@ -49,7 +50,7 @@ class FitnessSetup:
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
         keep = asdict(self)
-        for k in ("device", "batch_size", "early_windows", "validation_tokens"):
+        for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
         return {**keep, "semantics": metrics.SEMANTICS}
 
@@ -77,22 +78,32 @@ class FitnessEvaluator:
                 raise InputError(f"{split} needs at least one window of {self.host.seqlen} tokens; {tokens} {split} tokens "
                                  f"asked for, {self.host.windows.numel()} evaluation tokens cut in all")
         self.targets = models.target_linears(self.host.model)
-        # W, X and G of every target, where scoring runs: the device (G in the model's dtype on accelerators)
-        self.W = {n: self.host.dense_weight(n) for n in self.targets}
-        self.X = self.host.statistic("X")
-        dtype = self.host.dtype if self.device.type != "cpu" else torch.float32
-        self.G = {n: g.to(self.device, dtype) for n, g in self.host.statistic("G").items()}
+        self.W = {n: self.host.dense_weight(n) for n in self.targets}  # dense (out, in), on the device
+        self._leaves: dict[str, dict[str, torch.Tensor]] = {}
+        for leaf in s.leaves:
+            self.leaf(leaf)
+
+    def leaf(self, name: str) -> dict[str, torch.Tensor]:
+        """A leaf's statistic of every target, where scoring runs: the device (one value per weight in the
+        model's dtype on accelerators, as W is; per input channel in float32). Computed on first use: the
+        setup's leaves before the first candidate."""
+        if name not in self._leaves:
+            per_weight = metrics.LEAVES[name].per == "weight" and self.device.type != "cpu"
+            dtype = self.host.dtype if per_weight else torch.float32
+            stat = self.W if name == "W" else self.host.statistic(name)
+            self._leaves[name] = {n: t.to(self.device, dtype) for n, t in stat.items()}
+        return self._leaves[name]
 
     def prune(self, tree: metrics.Node, spec: Sparsity) -> None:
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
-            G = self.host.statistic("G")
+            G = self.host.statistic("G") if "G" in tree.leaves() else None
             pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration, spec, self.device, G)
             return
         score = metrics.compile_metric(tree)
         for name, lin in self.targets.items():
             try:
-                drop = masks.mask(score(W=self.W[name], X=self.X[name], G=self.G[name]), spec, "row")
+                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), spec, "row")
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
             lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)

@@ -15,6 +15,7 @@ from evolve.perplexity import windows
 from pruners import base, data, models
 from pruners.device import resolve_device
 from pruners.errors import InputError
+from pruners.stats import WALKED_LEAVES
 from pruners.walker import walk
 
 
@@ -109,24 +110,30 @@ class Host:
 
     def statistic(self, name: str) -> dict[str, torch.Tensor]:
         """A statistic of the dense model by target name, computed once: 'X' (input norms per channel,
-        (1, in)) or 'G' (gradient magnitudes, (out, in), cached on disk across runs)."""
+        (1, in)), 'D' (SparseGPT's inverse Hessian diagonal, (1, in)) or 'G' (gradient magnitudes, (out, in),
+        cached on disk across runs)."""
         if name not in self._statistics:
             self.restore()
             self._statistics[name] = STATISTICS[name](self)
         return self._statistics[name]
 
 
-def _input_norms(host: Host) -> dict[str, torch.Tensor]:
-    """X of every target linear from the dense model: the walker gathering statistics, pruning nothing."""
-    out = {}
+def _walked(leaf: str) -> Callable[[Host], dict[str, torch.Tensor]]:
+    """A leaf the walker gathers (X, D), of every target linear from the dense model, pruning nothing."""
+    collector, derive = WALKED_LEAVES[leaf]
 
-    def record(step):
-        for name, s in step.stats.items():
-            out[f"{step.index}.{name}"] = s["X"]
+    def compute(host: Host) -> dict[str, torch.Tensor]:
+        out = {}
 
-    host.log("statistics: X from the dense model")
-    walk(host.model, host.calibration, host.device, ("X",), record, host.batch_size)
-    return out
+        def record(step):
+            for name, s in step.stats.items():
+                out[f"{step.index}.{name}"] = derive(s[collector])
+
+        host.log(f"statistics: {leaf} from the dense model")
+        walk(host.model, host.calibration, host.device, (collector,), record, host.batch_size)
+        return out
+
+    return compute
 
 
 def _gradients(host: Host) -> dict[str, torch.Tensor]:
@@ -136,4 +143,5 @@ def _gradients(host: Host) -> dict[str, torch.Tensor]:
     return G
 
 
-STATISTICS: dict[str, Callable[[Host], dict[str, torch.Tensor]]] = {"X": _input_norms, "G": _gradients}
+STATISTICS: dict[str, Callable[[Host], dict[str, torch.Tensor]]] = {
+    "G": _gradients, **{leaf: _walked(leaf) for leaf in WALKED_LEAVES}}

@@ -39,9 +39,9 @@ def _constant() -> float:
     return random.choice(CONSTANTS)
 
 
-def primitive_set(language: str) -> gp.PrimitiveSet:
-    pset = gp.PrimitiveSet("metric", len(metrics.LEAVES))
-    pset.renameArguments(**{f"ARG{i}": name for i, name in enumerate(metrics.LEAVES)})
+def primitive_set(language: str, leaves=("W", "X", "G")) -> gp.PrimitiveSet:
+    pset = gp.PrimitiveSet("metric", len(leaves))
+    pset.renameArguments(**{f"ARG{i}": name for i, name in enumerate(leaves)})
     for name in LANGUAGES[language]:
         pset.addPrimitive(OPS[name].torch, OPS[name].arity, name=name)
     if language == "evolve":  # Pruner-Zero's search draws no constants
@@ -61,6 +61,10 @@ def seed_trees(s) -> list[metrics.Node]:
         if outside:
             raise InputError(f"seed metric {text!r} uses {', '.join(outside)}, not in the language {s.language!r}; "
                              f"use --language evolve")
+        unread = sorted(tree.leaves() - set(s.leaves))
+        if unread:
+            raise InputError(f"seed metric {text!r} reads {', '.join(unread)}, not among the search's leaves "
+                             f"{','.join(s.leaves)}; add it with --leaves")
         trees.append(tree)
     return trees
 
@@ -96,14 +100,14 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
         model=m.name, dtype=m.dtype, device=m.device, calib=d.calib, eval=d.eval, nsamples=d.nsamples,
         seqlen=d.seqlen, seed=d.seed, batch_size=d.batch_size, points=tuple(points),
         fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
-        validation_tokens=s.validation_tokens,
+        validation_tokens=s.validation_tokens, leaves=tuple(s.leaves),
     )
 
 
 class Search:
     def __init__(self, cfg: Config, run_dir: Path, pool_factory, log=print):
         self.cfg, self.dir, self.log = cfg, run_dir, log
-        self.pset = primitive_set(cfg.search.language)
+        self.pset = primitive_set(cfg.search.language, cfg.search.leaves)
         s = cfg.search
         tb = base.Toolbox()
         tb.register("expr", gp.genHalfAndHalf, pset=self.pset, min_=s.init_min_height, max_=s.init_max_height)

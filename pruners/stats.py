@@ -2,8 +2,12 @@
 
 A collector sees every input of its linear (of any shape: OPT's fc1 receives (B*T, in)) and is told at
 the end how many calibration samples went through, since the papers normalise by samples."""
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from pruners.sparsegpt_math import damped_inverse_factor
 
 
 class InputNorm:
@@ -36,3 +40,22 @@ class Hessian:
 
 
 COLLECTORS = {"X": InputNorm, "H": Hessian}
+
+
+def obs_diagonal(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+    """D, (1, in): SparseGPT's saliency denominator [U]_jj^2, U the upper Cholesky factor of (H + damp I)^-1
+    (damp = percdamp x mean diag H), so that w^2 / D is the saliency by which SparseGPT picks each block's
+    weights before its update. Inputs that never fire get H_jj = 1, as SparseGPT sets them (it also zeroes
+    their weights first; a metric sees them as they are)."""
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    return damped_inverse_factor(H, percdamp).diagonal().pow(2).unsqueeze(0)
+
+
+# Leaves of the metric language (metrics.ops.LEAVES) that the walker gathers from calibration inputs: the
+# collector each needs and how the leaf follows from what it collected. G comes from the gradients package.
+WALKED_LEAVES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "X": ("X", lambda X: X),
+    "D": ("H", obs_diagonal),
+}

@@ -7,6 +7,7 @@ import metrics
 from metrics.named import NAMED
 from pruners.base import ScorePruner
 from pruners.errors import InputError
+from pruners.stats import WALKED_LEAVES
 
 
 def read_metric(text: str) -> metrics.Node:
@@ -18,7 +19,7 @@ def read_metric(text: str) -> metrics.Node:
 
 
 class Metric(ScorePruner):
-    """Prune with a symbolic metric over W, X and G, unstructured per output row or N:M.
+    """Prune with a symbolic metric over W, X, G and D, unstructured per output row or N:M.
 
     The metric is simplified first (it prunes the same weights, cheaper) and refused when degenerate.
     G, the per-weight gradient magnitudes, comes from the gradients package as an argument.
@@ -45,7 +46,7 @@ class Metric(ScorePruner):
 
     @property
     def stats(self) -> tuple[str, ...]:
-        return ("X",) if "X" in self.tree.leaves() else ()
+        return tuple(WALKED_LEAVES[leaf][0] for leaf in sorted(self.tree.leaves()) if leaf in WALKED_LEAVES)
 
     @property
     def needs_gradients(self) -> bool:
@@ -59,8 +60,10 @@ class Metric(ScorePruner):
         super().prune(model, calibration, spec, device, gradients)
 
     def score(self, name, weight, stats):
+        walked = self.tree.leaves() & WALKED_LEAVES.keys()
+        leaves = {leaf: WALKED_LEAVES[leaf][1](stats[WALKED_LEAVES[leaf][0]]) for leaf in walked}
         G = self._gradients.get(name)
-        return self._scorer(W=weight, X=stats.get("X"), G=None if G is None else G.to(weight.device))
+        return self._scorer(W=weight, G=None if G is None else G.to(weight.device), **leaves)
 
     def prune_linear(self, name, weight, stats, spec):
         try:

@@ -30,7 +30,7 @@ def pruned_by_argsort(evaluator, group: int | None) -> torch.nn.Module:
     model = copy.deepcopy(evaluator.host.model)
     for name, lin in models.target_linears(model).items():
         W = evaluator.W[name]
-        score = W.abs() * evaluator.X[name]  # (out, in); random float weights: no ties
+        score = W.abs() * evaluator.leaf("X")[name]  # (out, in); random float weights: no ties
         rows = score.reshape(-1, group) if group else score
         drop = rows.argsort(dim=1)[:, : rows.shape[1] // 2]
         lin.weight.data = W.clone().reshape(rows.shape).scatter_(1, drop, 0.0).reshape(W.shape)
@@ -116,6 +116,34 @@ def test_recalibrate_takes_X_from_the_pruned_model_block_by_block(evaluator):
     assert with_G["status"] == "ok"
     one_shot_G = eval(evaluator.evaluate("mul(abs(W), G)")["points"])["0.5"]
     assert with_G["fitness"] == pytest.approx(one_shot_G, rel=1e-6)
+
+
+def test_the_d_leaf_is_sparsegpts_denominator_from_the_dense_models_hessians(evaluator):
+    """D of every target from the walker equals obs_diagonal of a Hessian summed by hooks on the whole dense
+    model (2/N x^T x), and a metric reading D is scored with it."""
+    from pruners.stats import obs_diagonal
+
+    model, calibration = evaluator.host.model, evaluator.host.calibration
+    sums, hooks = {}, []
+    for name, linear in models.target_linears(model).items():
+        sums[name] = torch.zeros(linear.in_features, linear.in_features)
+
+        def hook(_m, inputs, _o, name=name):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1])  # (tokens, in)
+            sums[name] += x.T @ x
+
+        hooks.append(linear.register_forward_hook(hook))
+    with torch.no_grad():
+        for sample in calibration:
+            model(sample.unsqueeze(0))
+    for h in hooks:
+        h.remove()
+    D = evaluator.leaf("D")
+    assert D.keys() == sums.keys()
+    for name, total in sums.items():
+        assert torch.allclose(D[name], obs_diagonal(total * 2 / len(calibration)), rtol=1e-3), name  # float32 sums in other orders
+    saliency = eval(evaluator.evaluate("divcol(sqr(W), D)")["points"])
+    assert saliency != pytest.approx(eval(evaluator.evaluate("sqr(W)")["points"]), rel=1e-4)  # D changes the masks
 
 
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):

@@ -50,6 +50,20 @@ def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path
     assert float(hall(a)[0]["fitness"]) == best
 
 
+def test_a_search_with_the_d_leaf_scores_sparsegpts_saliency(tiny_dir, tmp_path):
+    """--leaves W,X,G,D: the workers gather D before the first candidate and a seeded SparseGPT saliency is
+    scored with it, as the fitness evaluator alone scores it."""
+    from evolve.fitness import FitnessEvaluator
+    from evolve.search import fitness_setup
+
+    cfg = search_config(tiny_dir, language="evolve", leaves=["W", "X", "G", "D"], generations=1,
+                        seed_metrics=["divcol(sqr(W), D)"], validation_tokens=0)
+    run(cfg, tmp_path)
+    row = next(r for r in hall(tmp_path) if r["expression"] == "divcol(sqr(W), D)")
+    alone = FitnessEvaluator(fitness_setup(cfg)).evaluate("divcol(sqr(W), D)")
+    assert float(row["fitness"]) == pytest.approx(alone["fitness"], rel=1e-9)
+
+
 def stored(run_dir) -> int:
     """Evaluations in a run's store, fitness and validation alike (0 before the store exists)."""
     if not (run_dir / "evaluations.sqlite").is_file():
@@ -122,6 +136,10 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "seed metric 'mul(W, Q)': unknown operator or leaf 'Q'" in capsys.readouterr().err
     assert main(["search", "--language", "mine", "--out", str(tmp_path / "z")]) == 2
     assert "search.language" in capsys.readouterr().err
+    assert main(["search", "--seed-metrics", "divcol(sqr(W), D)", "--language", "evolve", "--out", str(tmp_path / "z")]) == 2
+    assert "seed metric 'divcol(sqr(W), D)' reads D, not among the search's leaves W,X,G" in capsys.readouterr().err
+    assert main(["search", "--leaves", "X,D", "--out", str(tmp_path / "z")]) == 2
+    assert "no leaf per weight" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
 
 
@@ -131,20 +149,23 @@ def test_the_language_decides_the_search_space_and_seeds_lead_generation_0(tiny_
     from metrics.ops import LANGUAGES
 
     seeds = ["wanda", "mul(sqr(W), X)"] + (["ria"] if language == "evolve" else [])
-    engine = Search(search_config(tiny_dir, language=language, seed_metrics=seeds, population=40), tmp_path,
+    leaves = ["W", "X", "G"] + (["D"] if language == "evolve" else [])  # D: a switch, off by default
+    engine = Search(search_config(tiny_dir, language=language, seed_metrics=seeds, population=40, leaves=leaves), tmp_path,
                     lambda setup: None, log=lambda _: None)
     random.seed(0)
     population = engine.initial_population()
     assert [str(ind) for ind in population[:len(seeds)]] == \
         ["mul(abs(W), X)", "mul(sqr(W), X)"] + (["mul(add(divrow(abs(W), W), divcol(abs(W), W)), sqrt(X))"] if seeds[2:] else [])
-    used, constants = set(), set()
+    used, constants, read = set(), set(), set()
     for ind in population:
         for _ in range(20):
             (ind,) = engine.tb.mutate(engine.tb.clone(ind))
             tree = metrics.parse(str(ind))
             used |= tree.ops()
+            read |= tree.leaves()
             constants |= {n.value for n in tree.nodes() if n.is_constant}
     assert used <= set(LANGUAGES[language])
+    assert read == set(leaves)
     assert ({"divrow", "divcol"} <= used) == (language == "evolve")  # the new operators are really searched
     # and so are constants (simplification folds some into others: exp(1.0) -> e)
     assert (set(CONSTANTS) <= constants) if language == "evolve" else not constants

@@ -108,3 +108,46 @@ def test_sparsegpt_prunes_a_tiny_model_through_the_walker(tiny):
 
     for lin in models.target_linears(tiny).values():
         assert ((lin.weight.reshape(lin.weight.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+
+
+def test_obs_diagonal_is_the_inverse_of_each_remaining_hessian_at_its_corner():
+    """D_j = [(H_damped[j:, j:])^-1]_00, the denominator the column-by-column reference computes its own way."""
+    from pruners.stats import obs_diagonal
+
+    W, X = layer()
+    H = 2 * X.T @ X
+    damped = H + 0.01 * torch.diag(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
+    want = torch.tensor([[torch.linalg.inv(damped[j:, j:])[0, 0] for j in range(H.shape[0])]], dtype=H.dtype)
+    assert torch.allclose(obs_diagonal(H), want, rtol=1e-9)
+
+
+def test_sparsegpts_saliency_in_the_language_gives_its_first_block_mask():
+    """divcol(sqr(W), D) compared over the layer is the mask SparseGPT chooses for a block of columns before
+    it updates them; on a probe layer of one block that is SparseGPT's whole mask. Per row it is not."""
+    from metrics import parse
+    from metrics.compile import compile_metric
+    from pruners.stats import obs_diagonal
+
+    W, X = layer(seed=1, rows=24, cols=64)
+    W, H = W.float(), (2 * X.T @ X).float()
+    theirs = sparsify(W, H, Sparsity.parse("unstructured", 0.5)) == 0
+    score = compile_metric(parse("divcol(sqr(W), D)"))(W=W, D=obs_diagonal(H))
+    assert torch.equal(masks.mask(score, Sparsity.parse("unstructured", 0.5, "layer")), theirs)
+    assert not torch.equal(masks.mask(score, Sparsity.parse("unstructured", 0.5, "row")), theirs)
+
+
+def test_a_metric_with_d_prunes_the_first_block_as_sparsegpt_does(tiny):
+    """Through the walker: the metric gathers H for D, and block 0 (same inputs for both, every linear
+    narrower than SparseGPT's 128-column block) loses exactly the weights SparseGPT takes there."""
+    import copy
+
+    from pruners import models
+
+    calibration = torch.randint(0, 96, (4, 16))
+    theirs, ours = copy.deepcopy(tiny), copy.deepcopy(tiny)
+    pruners.method("sparsegpt").prune(theirs, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"))
+    pruners.method("metric", metric="divcol(sqr(W), D)").prune(
+        ours, calibration, Sparsity.parse("unstructured", 0.5, "layer"), torch.device("cpu"))
+    for (name, a), b in zip(models.target_linears(theirs).items(), models.target_linears(ours).values()):
+        if name.startswith("0."):
+            assert torch.equal(a.weight == 0, b.weight == 0), name
