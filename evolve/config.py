@@ -91,6 +91,9 @@ class SearchConfig(Section):
     language: Literal["pruner-zero", "evolve"] = "pruner-zero"
     # the statistics the trees read (metrics.ops.LEAVES); D, SparseGPT's inverse Hessian diagonal, is a switch
     leaves: list[str] = ["W", "X", "G"]
+    # where an unstructured point's scores compete: per output row (Wanda's) or over a whole layer (SparseGPT's
+    # block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it
+    group: Literal["row", "layer"] = "row"
 
     @field_validator("leaves")
     @classmethod

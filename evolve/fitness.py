@@ -43,15 +43,18 @@ class FitnessSetup:
     recalibrate: bool
     validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
     leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
+    group: str = "row"  # where the scores of an unstructured point compete: "row" or "layer"
 
     def specs(self) -> list[Sparsity]:
-        return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p)) for p in self.points]
+        return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p), self.group) for p in self.points]
 
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
         keep = asdict(self)
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
+        if keep["group"] == "row":  # per row, as every search before the option: their stores stay readable
+            keep.pop("group")
         return {**keep, "semantics": metrics.SEMANTICS}
 
     def validation_context(self) -> dict:
@@ -103,7 +106,7 @@ class FitnessEvaluator:
         score = metrics.compile_metric(tree)
         for name, lin in self.targets.items():
             try:
-                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), spec, "row")
+                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), spec)
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
             lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)

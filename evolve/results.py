@@ -71,7 +71,7 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
         chosen = best(seen)
         scores = {"perplexity": chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
         metrics.save(
-            str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]),
+            str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]), group=setup.group,
             fitness={**scores, "generation": chosen["generation"], "context": asdict(setup)},
         )
     plot(run_dir, logbook, front)

@@ -165,5 +165,19 @@ def load(path: str) -> Node:
     return from_pruner_zero(data)
 
 
+def group_of(path: str) -> str:
+    """The comparison group a metric file was found under (a search's `group`: "row" or "layer"); "row" for
+    files that name none (Pruner-Zero's, ours from a per-row search) and for expressions."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text()) if p.is_file() else {}
+    except json.JSONDecodeError:
+        return "row"  # load() says what is wrong with the file
+    group = data.get("group", "row") if isinstance(data, dict) and data.get("format") == "evolve-metric" else "row"
+    if group not in ("row", "layer"):
+        raise MetricError(f"{path}: unknown comparison group {group!r}; a metric file names row or layer")
+    return group
+
+
 def save(path: str, tree: Node, **extra) -> None:
     Path(path).write_text(json.dumps(metric_document(tree, **extra), indent=2) + "\n")

@@ -41,6 +41,14 @@ class Metric(ScorePruner):
         except metrics.DegenerateMetric as error:
             raise InputError(str(error)) from None
 
+    @cached_property
+    def default_group(self) -> str:
+        """Per row, unless the metric file was found by a search comparing per layer (its `group`)."""
+        try:
+            return metrics.group_of(self.metric)
+        except metrics.MetricError as error:
+            raise InputError(str(error)) from None
+
     def title(self) -> str:
         return f"metric:{self.metric}"
 

@@ -146,6 +146,23 @@ def test_the_d_leaf_is_sparsegpts_denominator_from_the_dense_models_hessians(eva
     assert saliency != pytest.approx(eval(evaluator.evaluate("sqr(W)")["points"]), rel=1e-4)  # D changes the masks
 
 
+def test_a_layer_group_compares_a_points_scores_over_the_whole_layer(evaluator):
+    layered = FitnessEvaluator(dataclasses.replace(evaluator.setup, group="layer", points=("0.5",)))
+    model = copy.deepcopy(evaluator.host.model)
+    for name, lin in models.target_linears(model).items():
+        W = evaluator.W[name]
+        score = (W.abs() * evaluator.leaf("X")[name]).flatten()  # (out * in,)
+        drop = score.argsort()[: score.numel() // 2]
+        lin.weight.data = W.clone().flatten().scatter_(0, drop, 0.0).reshape(W.shape)
+    cpu = torch.device("cpu")
+    expected = perplexity(model, evaluator.host.windows, cpu, batch_size=4)
+    assert layered.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
+    per_row = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, cpu, batch_size=4)
+    assert expected != pytest.approx(per_row, rel=1e-4)
+    # its fitness is not a per-row one: the store keeps them apart (and per-row contexts read as before)
+    assert layered.setup.context()["group"] == "layer" and "group" not in evaluator.setup.context()
+
+
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     result = evaluator.evaluate("div(W, sub(W, W))")  # W / 0
     assert (result["fitness"], result["status"]) == (float("inf"), "nan")

@@ -64,6 +64,37 @@ def test_a_search_with_the_d_leaf_scores_sparsegpts_saliency(tiny_dir, tmp_path)
     assert float(row["fitness"]) == pytest.approx(alone["fitness"], rel=1e-9)
 
 
+def test_a_layer_search_names_its_group_and_apply_prunes_by_it(tiny_dir, tmp_path):
+    """best_metric.json of a --group layer search says so, and the metric method then compares over the layer
+    (unless told otherwise); a file naming another group is refused in one line."""
+    import json
+
+    import pruners
+    from pruners.errors import InputError
+
+    run(search_config(tiny_dir, group="layer", generations=1, validation_tokens=0), tmp_path)
+    path = tmp_path / "best_metric.json"
+    assert json.loads(path.read_text())["group"] == "layer"
+    assert pruners.method("metric", metric=str(path)).default_group == "layer"
+    assert pruners.method("metric", metric="mul(abs(W), X)").default_group == "row"
+    import torch
+    from conftest import tiny_llama
+    from pruners import models
+    from pruners.spec import Sparsity
+
+    model, wanda_by_layer = tiny_llama(), tmp_path / "wanda.json"
+    metrics.save(str(wanda_by_layer), metrics.parse("mul(abs(W), X)"), group="layer")
+    pruners.method("metric", metric=str(wanda_by_layer)).prune(model, torch.randint(0, 96, (2, 16)), Sparsity.parse("unstructured", 0.5),
+                                                     torch.device("cpu"), gradients={})
+    zeros = [(lin.weight == 0).sum(dim=1) for lin in models.target_linears(model).values()]  # per row
+    assert sum(z.sum().item() for z in zeros) == sum(z.numel() * lin.in_features // 2 for z, lin in
+                                                     zip(zeros, models.target_linears(model).values()))
+    assert any(len(set(z.tolist())) > 1 for z in zeros)  # rows lose different shares: compared over the layer
+    path.write_text(path.read_text().replace('"group": "layer"', '"group": "column"'))
+    with pytest.raises(InputError, match="unknown comparison group 'column'"):
+        pruners.method("metric", metric=str(path)).default_group
+
+
 def stored(run_dir) -> int:
     """Evaluations in a run's store, fitness and validation alike (0 before the store exists)."""
     if not (run_dir / "evaluations.sqlite").is_file():
