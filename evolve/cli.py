@@ -52,6 +52,8 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
                         help="unstructured, N:M (e.g. 2:4), row-column, channels or blocks (default: the method's own)")
     parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
+    parser.add_argument("--allocation", dest="prune.allocation",
+                        help="unstructured sparsity per block: uniform (default) or owl (outlier-weighted, OWL)")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
                         help="refit after the masks: none (report the error only), lr, br, br+gp, br+gp+cr, lr+br (layer methods)")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
@@ -163,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--blocks", dest="compare.blocks", type=_ints, help="pattern blocks' points, comma list")
     compare.add_argument("--reconstruct", dest="compare.reconstruct", type=_words,
                          help="comma list: every layer method once per reconstruction, e.g. none,lr,br,br+gp")
+    compare.add_argument("--allocations", dest="compare.allocations", type=_words,
+                         help="comma list: every unstructured point once per allocation, e.g. uniform,owl")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
     _score_flags(compare)
     return top
@@ -172,7 +176,7 @@ def baseline(cfg: configuration.Config) -> None:
     p = cfg.prune
     method = pruners.method(p.method, **p.options)
     pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
-    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks)
+    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation)
     method.check(spec)
     check_save_dir(cfg.save, cfg.force)
     bench = Workbench(cfg)
@@ -212,7 +216,9 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
     if c.blocks and "blocks" not in c.patterns:
         raise InputError("--blocks gives the points of pattern blocks: add blocks to --pattern")
     for pattern in c.patterns:
-        if pattern in SHARES:
+        if pattern == "unstructured":
+            points += [Sparsity.parse(pattern, s, allocation=a) for s in c.sparsities for a in c.allocations or ["uniform"]]
+        elif pattern in SHARES:
             points += [Sparsity.parse(pattern, s) for s in c.sparsities]
         elif pattern == "blocks":
             if not c.blocks:
@@ -242,7 +248,8 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
     bench = Workbench(cfg)
     rows = []
     for method in methods:
-        for spec in points[:1] if method.name == "dense" else [s for s in points if s.kind() in method.patterns]:
+        takes = lambda s: s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
+        for spec in points[:1] if method.name == "dense" else [s for s in points if takes(s)]:
             say(f"{method.label()} at {spec.point()}")
             try:
                 row = bench.run(method, spec)

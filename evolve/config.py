@@ -40,6 +40,7 @@ class PruneConfig(Section):
     pattern: str | None = None  # unstructured, N:M (e.g. 2:4), row-column, channels, blocks; None: the method's default
     blocks: int | None = None  # pattern blocks: decoder blocks to remove
     group: str | None = None  # row or layer; None: the method's own default
+    allocation: str | None = None  # unstructured: uniform (None) or owl, the blocks' sparsities by their outliers
     options: dict[str, Any] = {}  # the method's own options, checked by the method
 
 
@@ -50,6 +51,7 @@ class CompareConfig(Section):
     blocks: list[int] = []  # the points of pattern blocks
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
     reconstruct: list[str] = []  # every layer method once per reconstruction (none, lr, br, br+gp, ...)
+    allocations: list[str] = []  # every unstructured point once per allocation (uniform, owl); none: uniform
 
 
 class EvaluateConfig(Section):

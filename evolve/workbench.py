@@ -83,7 +83,8 @@ class Workbench:
         h.restore()
         reset_peak_memory(h.device)
         start = time.perf_counter()
-        measured = method.prune(h.model, h.calibration if method.needs_calibration else None, spec, h.device, G) or {}
+        calibrated = method.needs_calibration or spec.allocation != "uniform"  # OWL reads activations, even for magnitude
+        measured = method.prune(h.model, h.calibration if calibrated else None, spec, h.device, G) or {}
         synchronize(h.device)
         pruned = time.perf_counter()
         values = {**self.measure(), **measured}

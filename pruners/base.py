@@ -1,11 +1,13 @@
 """The protocol every pruning method implements, and the two shapes most methods take."""
 from abc import abstractmethod
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from pruners import masks, models
+from pruners.allocation import block_sparsities
 from pruners.errors import InputError
 from pruners.reconstruct import Reconstruction
 from pruners.spec import Sparsity
@@ -18,11 +20,15 @@ class Pruner(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
+    allocates: ClassVar[bool] = False  # prunes block by block, so each block may take its own sparsity (--allocation)
 
     def check(self, spec: Sparsity) -> None:
         """Refuse a pattern this method does not prune, before any model loads."""
         if spec.kind() not in self.patterns:
             raise InputError(f"method {self.name} prunes {', '.join(self.patterns)}; not {spec.kind()}")
+        if spec.allocation != "uniform" and not self.allocates:
+            raise InputError(f"method {self.name} does not prune block by block: --allocation {spec.allocation} "
+                             "is for the layer methods")
 
     @property
     def needs_calibration(self) -> bool:
@@ -51,6 +57,7 @@ class LayerPruner(Pruner):
     """A method that prunes each linear from its own weights and statistics, on the shared layer walker."""
 
     stats: ClassVar[tuple[str, ...]] = ()  # statistics from pruners.stats.COLLECTORS
+    allocates: ClassVar[bool] = True
     batch_size: int = 8  # calibration samples per forward: larger is faster on CPU, costs activation memory
     # A reconstruction after each block's masks (pruners.reconstruct: none, lr, br, br+gp, br+gp+cr, ...);
     # with one, the row reports the blocks' relative error before and after it ('none': the masks' alone).
@@ -77,10 +84,13 @@ class LayerPruner(Pruner):
         stage = None if self.reconstruct is None else Reconstruction.parse(self.reconstruct)
         errors = {"recon error before": 0.0, "recon error": 0.0}
 
+        ratios = block_sparsities(model, calibration, device, spec, self.batch_size)
+
         def prune_block(step):
             dense = {name: linear.weight.data.clone() for name, linear in step.linears.items()} if stage and "lr" in stage.stages else {}
+            block_spec = replace(spec, ratio=ratios[step.index])
             for name, linear in step.linears.items():
-                self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), spec)
+                self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), block_spec)
             if stage:
                 before, after = stage.apply(step, dense)
                 errors["recon error before"] += before

@@ -1,12 +1,13 @@
 """What to prune: a ratio, a pattern and the group inside which scores compete."""
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pruners.errors import InputError
 
 PATTERNS = ("unstructured", "N:M", "row-column", "channels", "blocks")
 SHARES = ("unstructured", "row-column", "channels")  # patterns whose amount is a share (--sparsity)
 GROUPS = ("row", "layer")
+ALLOCATIONS = ("uniform", "owl")  # per-block sparsity: the same everywhere, or OWL's (pruners.allocation)
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,18 @@ class Sparsity:
     pattern: str = "unstructured"  # "N:M": keep N of every M consecutive inputs of a row; see PATTERNS
     group: str | None = None  # unstructured only: "row" or "layer"; None takes the method's default
     blocks: int = 0  # pattern "blocks": how many decoder blocks are removed
+    allocation: str = "uniform"  # unstructured only: how the ratio spreads over the blocks (pruners.allocation)
 
     @classmethod
     def parse(cls, pattern: str = "unstructured", ratio: float | None = None, group: str | None = None,
-              blocks: int | None = None) -> "Sparsity":
+              blocks: int | None = None, allocation: str | None = None) -> "Sparsity":
         """ratio None means 0.5 for the shares, and the implied 1 - N/M for N:M."""
+        if allocation not in (None, "uniform"):
+            if allocation not in ALLOCATIONS:
+                raise InputError(f"unknown allocation {allocation!r}; choose {' or '.join(ALLOCATIONS)}")
+            if pattern != "unstructured":
+                raise InputError(f"--allocation spreads unstructured sparsity over the blocks, not pattern {pattern}")
+            return replace(cls.parse(pattern, ratio, group), allocation=allocation)
         if group is not None and group not in GROUPS:
             raise InputError(f"unknown comparison group {group!r}; choose row or layer")
         if group is not None and pattern != "unstructured":
@@ -71,4 +79,6 @@ class Sparsity:
             return self.pattern
         if self.pattern == "blocks":
             return f"{self.blocks} block{'s' if self.blocks > 1 else ''}"
-        return share if self.pattern == "unstructured" else f"{self.pattern} {share}"
+        if self.pattern == "unstructured":
+            return share if self.allocation == "uniform" else f"{share} {self.allocation}"
+        return f"{self.pattern} {share}"

@@ -36,6 +36,19 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     assert all(float(r["perplexity"]) > 1 and float(r["perplexity legal"]) > 1 for r in done)
 
 
+def test_compare_runs_each_layer_method_once_per_allocation(tiny_dir, tmp_path):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "128",
+                 "--methods", "dense,magnitude,surgeon", "--sparsity", "0.6", "--allocations", "uniform,owl", "--out", str(out)])
+    assert code == 0
+    with (out / "compare.csv").open() as f:
+        rows = {(r["method"], r["point"]): r for r in csv.DictReader(f)}
+    assert list(rows) == [("dense", "-"), ("magnitude", "60%"), ("magnitude", "60% owl"), ("surgeon", "60%")]
+    owl, uniform = rows[("magnitude", "60% owl")], rows[("magnitude", "60%")]
+    assert not owl["error"] and abs(float(owl["sparsity"]) - 0.6) < 0.01  # the blocks differ, the model keeps the target
+    assert owl["perplexity"] != uniform["perplexity"]
+
+
 def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):
     assert main(["compare", "--methods", "dense,wanda", "--pattern", "row-column", "--out", str(tmp_path / "a")]) == 2
     assert "method wanda prunes unstructured, N:M: none of the compared patterns" in capsys.readouterr().err
