@@ -145,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
                         help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian diagonal)")
     search.add_argument("--group", dest="search.group", help="where an unstructured point's scores compete: row "
                         "(default) or layer; the metric file names it and apply prunes by it")
+    search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
+                        "uniform (default) or owl")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,
                         help="named metrics or expressions put into generation 0, comma list (e.g. wanda,ria)")
     search.add_argument("--workers", dest="search.workers", type=int, help="Ray workers, each with a model (default 1)")

@@ -96,6 +96,8 @@ class SearchConfig(Section):
     # where an unstructured point's scores compete: per output row (Wanda's) or over a whole layer (SparseGPT's
     # block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it
     group: Literal["row", "layer"] = "row"
+    # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores)
+    allocation: Literal["uniform", "owl"] = "uniform"
 
     @field_validator("leaves")
     @classmethod

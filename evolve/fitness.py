@@ -9,7 +9,7 @@ forward pass over the fitness tokens."""
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -19,6 +19,7 @@ from evolve.host import Host
 from evolve.perplexity import window_nll
 from evolve.store import WORST
 from pruners import masks, models
+from pruners.allocation import owl_of_scores
 from pruners.device import synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
@@ -44,22 +45,30 @@ class FitnessSetup:
     validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
     leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
     group: str = "row"  # where the scores of an unstructured point compete: "row" or "layer"
+    allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
 
     def specs(self) -> list[Sparsity]:
-        return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p), self.group) for p in self.points]
+        return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
+                for p in self.points]
 
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
         keep = asdict(self)
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
-        if keep["group"] == "row":  # per row, as every search before the option: their stores stay readable
-            keep.pop("group")
+        for option, default in (("group", "row"), ("allocation", "uniform")):
+            if keep[option] == default:  # as every search before the option: their stores stay readable
+                keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
 
     def validation_context(self) -> dict:
         """What makes two validation values comparable: the fitness context and the validation slice."""
         return {**self.context(), "split": "validation", "validation_tokens": self.validation_tokens}
+
+
+def block_of(target: str) -> int:
+    """The decoder block of a target name: 3 for '3.mlp.up_proj'."""
+    return int(target.split(".")[0])
 
 
 def geometric_mean(values) -> float:
@@ -83,6 +92,7 @@ class FitnessEvaluator:
         self.targets = models.target_linears(self.host.model)
         self.W = {n: self.host.dense_weight(n) for n in self.targets}  # dense (out, in), on the device
         self._leaves: dict[str, dict[str, torch.Tensor]] = {}
+        self._block_sparsities: dict[Sparsity, list[float]] = {}
         for leaf in s.leaves:
             self.leaf(leaf)
 
@@ -97,6 +107,16 @@ class FitnessEvaluator:
             self._leaves[name] = {n: t.to(self.device, dtype) for n, t in stat.items()}
         return self._leaves[name]
 
+    def block_sparsities(self, spec: Sparsity) -> list[float]:
+        """Each block's sparsity at a point, computed once: OWL's from the dense W and X (the pass its code
+        makes), or the point's own everywhere."""
+        if spec not in self._block_sparsities:
+            blocks = max(block_of(name) for name in self.targets) + 1
+            X = self.leaf("X") if spec.allocation == "owl" else None
+            self._block_sparsities[spec] = [spec.ratio] * blocks if X is None else owl_of_scores(
+                [[self.W[n].abs() * X[n] for n in self.targets if block_of(n) == b] for b in range(blocks)], spec.ratio)
+        return self._block_sparsities[spec]
+
     def prune(self, tree: metrics.Node, spec: Sparsity) -> None:
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
@@ -104,9 +124,11 @@ class FitnessEvaluator:
             pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration, spec, self.device, G)
             return
         score = metrics.compile_metric(tree)
+        ratios = self.block_sparsities(spec)
         for name, lin in self.targets.items():
+            target_spec = replace(spec, ratio=ratios[block_of(name)])
             try:
-                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), spec)
+                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), target_spec)
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
             lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)

@@ -33,16 +33,21 @@ def owl(shares: list[float], sparsity: float, lam: float = OWL_LAMBDA) -> list[f
     return [1 - (d - mean + 1 - sparsity) for d in density]
 
 
+def owl_of_scores(block_scores: list[list[torch.Tensor]], sparsity: float) -> list[float]:
+    """Per-block sparsities from each block's Wanda scores |W| X (its linears', any shapes)."""
+    return owl([outlier_share(scores) for scores in block_scores], sparsity)
+
+
 def block_sparsities(model, calibration: torch.Tensor, device: torch.device, spec: Sparsity, batch_size: int = 8) -> list[float]:
     """Each decoder block's sparsity under spec.allocation. OWL reads the dense model (one calibration pass
     that prunes nothing), as its code does before pruning."""
     blocks = len(models.blocks(model))
     if spec.allocation == "uniform":
         return [spec.ratio] * blocks
-    shares = []
+    scores = []
 
     def record(step):
-        shares.append(outlier_share([lin.weight.abs() * step.stats[name]["X"] for name, lin in step.linears.items()]))
+        scores.append([lin.weight.abs() * step.stats[name]["X"] for name, lin in step.linears.items()])
 
     walk(model, calibration, device, ("X",), record, batch_size)
-    return owl(shares, spec.ratio)
+    return owl_of_scores(scores, spec.ratio)

@@ -163,6 +163,23 @@ def test_a_layer_group_compares_a_points_scores_over_the_whole_layer(evaluator):
     assert layered.setup.context()["group"] == "layer" and "group" not in evaluator.setup.context()
 
 
+def test_owl_prunes_each_block_at_the_sparsity_the_walkers_dense_pass_gives(evaluator):
+    from pruners.allocation import block_sparsities
+
+    allocating = FitnessEvaluator(dataclasses.replace(evaluator.setup, allocation="owl", points=("0.6",)))
+    cpu, host = torch.device("cpu"), evaluator.host
+    ratios = block_sparsities(copy.deepcopy(host.model), host.calibration, cpu, Sparsity.parse("unstructured", 0.6, allocation="owl"))
+    assert len(set(ratios)) == 2  # two blocks, two sparsities
+    model = copy.deepcopy(host.model)
+    for name, lin in models.target_linears(model).items():
+        W = evaluator.W[name]
+        drop = (W.abs() * evaluator.leaf("X")[name]).argsort(dim=1)[:, : int(W.shape[1] * ratios[int(name[0])])]
+        lin.weight.data = W.clone().scatter_(1, drop, 0.0)
+    expected = perplexity(model, host.windows, cpu, batch_size=4)
+    assert allocating.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
+    assert allocating.setup.context()["allocation"] == "owl" and "allocation" not in evaluator.setup.context()
+
+
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     result = evaluator.evaluate("div(W, sub(W, W))")  # W / 0
     assert (result["fitness"], result["status"]) == (float("inf"), "nan")
