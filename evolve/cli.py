@@ -147,6 +147,8 @@ def parser() -> argparse.ArgumentParser:
                         "(default) or layer; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
                         "uniform (default) or owl")
+    search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,
+                        help="more calibration draws, comma list of seeds: every point scored once per draw")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,
                         help="named metrics or expressions put into generation 0, comma list (e.g. wanda,ria)")
     search.add_argument("--workers", dest="search.workers", type=int, help="Ray workers, each with a model (default 1)")

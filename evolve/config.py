@@ -98,6 +98,9 @@ class SearchConfig(Section):
     group: Literal["row", "layer"] = "row"
     # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores)
     allocation: Literal["uniform", "owl"] = "uniform"
+    # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
+    # so that no metric wins by one draw of calibration text; each draw multiplies the cost of a candidate
+    calib_seeds: list[int] = []
 
     @field_validator("leaves")
     @classmethod

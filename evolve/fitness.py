@@ -46,6 +46,7 @@ class FitnessSetup:
     leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
     group: str = "row"  # where the scores of an unstructured point compete: "row" or "layer"
     allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
+    calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
 
     def specs(self) -> list[Sparsity]:
         return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
@@ -56,7 +57,7 @@ class FitnessSetup:
         keep = asdict(self)
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
-        for option, default in (("group", "row"), ("allocation", "uniform")):
+        for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ())):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
@@ -91,44 +92,53 @@ class FitnessEvaluator:
                                  f"asked for, {self.host.windows.numel()} evaluation tokens cut in all")
         self.targets = models.target_linears(self.host.model)
         self.W = {n: self.host.dense_weight(n) for n in self.targets}  # dense (out, in), on the device
-        self._leaves: dict[str, dict[str, torch.Tensor]] = {}
-        self._block_sparsities: dict[Sparsity, list[float]] = {}
-        for leaf in s.leaves:
-            self.leaf(leaf)
+        self.seeds = (s.seed, *s.calib_seeds)
+        # (calibration seed, point, label): every point once per draw; a later draw's labels name their seed
+        self.runs = [(seed, spec, label if seed == s.seed else f"{label} seed {seed}")
+                     for seed in self.seeds for spec, label in zip(self.specs, s.points)]
+        self._leaves: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self._block_sparsities: dict[tuple[Sparsity, int], list[float]] = {}
+        for seed in self.seeds:
+            for leaf in s.leaves:
+                self.leaf(leaf, seed)
 
-    def leaf(self, name: str) -> dict[str, torch.Tensor]:
-        """A leaf's statistic of every target, where scoring runs: the device (one value per weight in the
-        model's dtype on accelerators, as W is; per input channel in float32). Computed on first use: the
-        setup's leaves before the first candidate."""
-        if name not in self._leaves:
+    def leaf(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """A leaf's statistic of every target from one calibration draw (None: `seed`'s), where scoring runs:
+        the device (one value per weight in the model's dtype on accelerators, as W is; per input channel
+        in float32). Computed on first use: the setup's leaves of every draw before the first candidate."""
+        seed = self.setup.seed if seed is None else seed
+        if (name, seed) not in self._leaves:
             per_weight = metrics.LEAVES[name].per == "weight" and self.device.type != "cpu"
             dtype = self.host.dtype if per_weight else torch.float32
-            stat = self.W if name == "W" else self.host.statistic(name)
-            self._leaves[name] = {n: t.to(self.device, dtype) for n, t in stat.items()}
-        return self._leaves[name]
+            stat = self.W if name == "W" else self.host.statistic(name, seed)
+            self._leaves[name, seed] = {n: t.to(self.device, dtype) for n, t in stat.items()}
+        return self._leaves[name, seed]
 
-    def block_sparsities(self, spec: Sparsity) -> list[float]:
-        """Each block's sparsity at a point, computed once: OWL's from the dense W and X (the pass its code
-        makes), or the point's own everywhere."""
-        if spec not in self._block_sparsities:
+    def block_sparsities(self, spec: Sparsity, seed: int) -> list[float]:
+        """Each block's sparsity at a point, computed once per calibration draw: OWL's from the dense W and
+        X (the pass its code makes), or the point's own everywhere."""
+        if (spec, seed) not in self._block_sparsities:
             blocks = max(block_of(name) for name in self.targets) + 1
-            X = self.leaf("X") if spec.allocation == "owl" else None
-            self._block_sparsities[spec] = [spec.ratio] * blocks if X is None else owl_of_scores(
+            X = self.leaf("X", seed) if spec.allocation == "owl" else None
+            self._block_sparsities[spec, seed] = [spec.ratio] * blocks if X is None else owl_of_scores(
                 [[self.W[n].abs() * X[n] for n in self.targets if block_of(n) == b] for b in range(blocks)], spec.ratio)
-        return self._block_sparsities[spec]
+        return self._block_sparsities[spec, seed]
 
-    def prune(self, tree: metrics.Node, spec: Sparsity) -> None:
+    def prune(self, tree: metrics.Node, spec: Sparsity, seed: int | None = None) -> None:
+        """The dense model pruned in place with `tree` at `spec`, its statistics from calibration draw `seed`
+        (None: the setup's own)."""
+        seed = self.setup.seed if seed is None else seed
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
-            G = self.host.statistic("G") if "G" in tree.leaves() else None
-            pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration, spec, self.device, G)
+            G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
+            pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration_of(seed), spec, self.device, G)
             return
         score = metrics.compile_metric(tree)
-        ratios = self.block_sparsities(spec)
+        ratios = self.block_sparsities(spec, seed)
         for name, lin in self.targets.items():
             target_spec = replace(spec, ratio=ratios[block_of(name)])
             try:
-                drop = masks.mask(score(**{leaf: self.leaf(leaf)[name] for leaf in tree.leaves() | {"W"}}), target_spec)
+                drop = masks.mask(score(**{leaf: self.leaf(leaf, seed)[name] for leaf in tree.leaves() | {"W"}}), target_spec)
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
             lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
@@ -156,8 +166,8 @@ class FitnessEvaluator:
         points, status, error = {}, "ok", ""
         try:
             tree = metrics.parse(expression)
-            for spec, label in zip(self.specs, self.setup.points):
-                self.prune(tree, spec)
+            for seed, spec, label in self.runs:
+                self.prune(tree, spec, seed)
                 ppl, stopped = self.perplexity((thresholds or {}).get(label), split)
                 points[label] = ppl
                 if stopped:

@@ -5,6 +5,7 @@ Between methods the host restores the dense model from a snapshot of its whole s
 weights back by name, so a method may change shapes or drop modules and the next one still starts dense.
 """
 import copy
+import functools
 import sys
 from collections.abc import Callable
 
@@ -56,9 +57,8 @@ class Host:
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
         self.seqlen = models.window_length(self.model, seqlen)
-        self.calibration = data.calibration_samples(self.tokenizer, self.calib_text, nsamples, self.seqlen, seed)
-        if own:  # (nsamples + self_nsamples, seqlen): the model's own text after the sampled windows
-            self.calibration = torch.cat([self.calibration, data.self_samples(self.tokenizer, own, self.seqlen)])
+        self.seed, self._nsamples, self._own = seed, nsamples, own
+        self.calibration = self.calibration_of(seed)
         self.windows = windows(data.evaluation_tokens(self.tokenizer, self.eval_text), self.seqlen, eval_tokens, eval_skip_tokens)
         if on_device:
             self.model.to(self.device)
@@ -66,7 +66,7 @@ class Host:
         self._dense = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._config = copy.deepcopy(self.model.config)
         self.dense_counts = base.counts(self.model)  # (target weights, all parameters) before any pruning
-        self._statistics: dict[str, dict[str, torch.Tensor]] = {}
+        self._statistics: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._other_windows: dict[str, torch.Tensor] = {}
 
     def windows_of(self, source: str) -> torch.Tensor:
@@ -108,21 +108,29 @@ class Host:
         """The whole model on the device, for evaluation."""
         self.model.to(self.device)
 
-    def statistic(self, name: str) -> dict[str, torch.Tensor]:
-        """A statistic of the dense model by target name, computed once: 'X' (input norms per channel,
-        (1, in)), 'D' (SparseGPT's inverse Hessian diagonal, (1, in)) or 'G' (gradient magnitudes, (out, in),
-        cached on disk across runs)."""
-        if name not in self._statistics:
+    @functools.cache
+    def calibration_of(self, seed: int) -> torch.Tensor:
+        """(nsamples [+ self_nsamples], seqlen) calibration windows drawn with `seed`, the model's own text
+        (--self-data) after the sampled ones; drawn once per seed."""
+        samples = data.calibration_samples(self.tokenizer, self.calib_text, self._nsamples, self.seqlen, seed)
+        return torch.cat([samples, data.self_samples(self.tokenizer, self._own, self.seqlen)]) if self._own else samples
+
+    def statistic(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """A statistic of the dense model by target name, computed once per calibration seed (None: the
+        host's own): 'X' (input norms per channel, (1, in)), 'D' (SparseGPT's inverse Hessian diagonal,
+        (1, in)) or 'G' (gradient magnitudes, (out, in), cached on disk across runs)."""
+        seed = self.seed if seed is None else seed
+        if (name, seed) not in self._statistics:
             self.restore()
-            self._statistics[name] = STATISTICS[name](self)
-        return self._statistics[name]
+            self._statistics[name, seed] = STATISTICS[name](self, self.calibration_of(seed))
+        return self._statistics[name, seed]
 
 
-def _walked(leaf: str) -> Callable[[Host], dict[str, torch.Tensor]]:
+def _walked(leaf: str) -> Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]:
     """A leaf the walker gathers (X, D), of every target linear from the dense model, pruning nothing."""
     collector, derive = WALKED_LEAVES[leaf]
 
-    def compute(host: Host) -> dict[str, torch.Tensor]:
+    def compute(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
 
         def record(step):
@@ -130,18 +138,18 @@ def _walked(leaf: str) -> Callable[[Host], dict[str, torch.Tensor]]:
                 out[f"{step.index}.{name}"] = derive(s[collector])
 
         host.log(f"statistics: {leaf} from the dense model")
-        walk(host.model, host.calibration, host.device, (collector,), record, host.batch_size)
+        walk(host.model, calibration, host.device, (collector,), record, host.batch_size)
         return out
 
     return compute
 
 
-def _gradients(host: Host) -> dict[str, torch.Tensor]:
+def _gradients(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
     host.place()
-    G, path, seconds = gradients.load_or_compute(host.model, host.name, host.calibration, host.device, log=host.log)
+    G, path, seconds = gradients.load_or_compute(host.model, host.name, calibration, host.device, log=host.log)
     host.log(f"G {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
     return G
 
 
-STATISTICS: dict[str, Callable[[Host], dict[str, torch.Tensor]]] = {
+STATISTICS: dict[str, Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]] = {
     "G": _gradients, **{leaf: _walked(leaf) for leaf in WALKED_LEAVES}}

@@ -102,6 +102,7 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
         fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
         validation_tokens=s.validation_tokens, leaves=tuple(s.leaves), group=s.group,
         allocation=s.allocation,
+        calib_seeds=tuple(seed for seed in dict.fromkeys(s.calib_seeds) if seed != d.seed),  # each draw once
     )
 
 

@@ -180,6 +180,20 @@ def test_owl_prunes_each_block_at_the_sparsity_the_walkers_dense_pass_gives(eval
     assert allocating.setup.context()["allocation"] == "owl" and "allocation" not in evaluator.setup.context()
 
 
+def test_calibration_seeds_score_every_point_once_per_draw(evaluator):
+    """The fitness over draws 0 and 1 is the geometric mean of the four points two single-draw evaluators
+    give, each with its own X; the second draw's points name their seed."""
+    both = FitnessEvaluator(dataclasses.replace(evaluator.setup, calib_seeds=(1,)))
+    other = FitnessEvaluator(dataclasses.replace(evaluator.setup, seed=1))
+    first = eval(evaluator.evaluate("mul(abs(W), X)")["points"])
+    second = eval(other.evaluate("mul(abs(W), X)")["points"])
+    result = both.evaluate("mul(abs(W), X)")
+    assert eval(result["points"]) == pytest.approx({**first, **{f"{k} seed 1": v for k, v in second.items()}}, rel=1e-6)
+    assert first != pytest.approx(second, rel=1e-4)  # the draws differ
+    assert result["fitness"] == pytest.approx(math.prod([*first.values(), *second.values()]) ** 0.25, rel=1e-6)
+    assert both.setup.context()["calib_seeds"] == (1,) and "calib_seeds" not in evaluator.setup.context()
+
+
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     result = evaluator.evaluate("div(W, sub(W, W))")  # W / 0
     assert (result["fitness"], result["status"]) == (float("inf"), "nan")
