@@ -223,6 +223,9 @@ class Search:
         like fitness, so a resumed run does not repeat them); the run folder is written again with both."""
         if self.validation is None:
             return
+        if not self.seen:
+            self.log("validation: no candidate was scored, nothing to validate")
+            return
         jobs = {}
         for entry in results.hall_of_fame(self.seen, self.cfg.search.validate_top):
             stored = self.validation.get(entry["key"])

@@ -133,9 +133,9 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path,
 class NaNOnce(evolve.fitness.FitnessEvaluator):
     """Every pruned model whose metric mentions G gives NaN logits: a candidate gone bad mid-search."""
 
-    def prune(self, tree, spec):
-        super().prune(tree, spec)
-        if "G" in str(tree):
+    def prune(self, tree, spec, seed=None):
+        super().prune(tree, spec, seed)
+        if "G" in str(tree) or self.setup.leaves == ("W", "G"):
             next(iter(self.targets.values())).weight.data.fill_(float("nan"))
 
 
@@ -148,6 +148,11 @@ def test_a_nan_candidate_does_not_stop_the_search(tiny_dir, tmp_path, monkeypatc
     assert ("mul(abs(W), G)", WORST, "nan") in rows
     assert any(status == "ok" for *_, status in rows)
     assert all("G" not in r["expression"] for r in hall(tmp_path / "nan"))
+
+    # a search whose every candidate fails ends with its logbook and stored failures, not a traceback
+    run(search_config(tiny_dir, leaves=["W", "G"], generations=1), tmp_path / "all")
+    assert hall(tmp_path / "all") == [] and not (tmp_path / "all" / "best_metric.json").exists()
+    assert (tmp_path / "all" / "logbook.csv").is_file()
 
 
 def test_bad_search_input_is_one_line(tmp_path, capsys):
