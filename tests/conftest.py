@@ -20,6 +20,25 @@ def tiny_llama(seed: int = 0, layers: int = 2):
     return LlamaForCausalLM(config).eval()
 
 
+def summed_inputs(model, calibration: torch.Tensor, linears: dict, f) -> dict[str, torch.Tensor]:
+    """The slow way to a statistic: each calibration sample run through the whole model, and for each of
+    `linears` (name -> module) the sum of f(x) over samples, x its (tokens, in) inputs."""
+    sums, hooks = {}, []
+    for name, linear in linears.items():
+
+        def hook(_m, inputs, _o, name=name):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1])
+            sums[name] = sums[name] + f(x) if name in sums else f(x)
+
+        hooks.append(linear.register_forward_hook(hook))
+    with torch.no_grad():
+        for sample in calibration:
+            model(sample.unsqueeze(0))
+    for h in hooks:
+        h.remove()
+    return sums
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Tests write gradients of throwaway models: they go to a cache of the session's own, not the user's.

@@ -8,7 +8,7 @@ from pruners.allocation import OWL_LAMBDA, block_sparsities, outlier_share, owl
 from pruners.errors import InputError
 from pruners.spec import Sparsity
 
-from conftest import tiny_llama
+from conftest import summed_inputs, tiny_llama
 
 
 def test_outlier_share_counts_scores_above_m_times_the_blocks_mean():
@@ -33,19 +33,8 @@ def test_owl_spreads_the_target_by_outliers_and_keeps_its_mean():
 
 def naive_shares(model, calibration) -> list[float]:
     """Wanda's score of every target from hooks on the whole dense model, grouped by block."""
-    sums, hooks, linears = {}, [], models.target_linears(model)
-    for name, linear in linears.items():
-        sums[name] = torch.zeros(linear.in_features)
-
-        def hook(_m, inputs, _o, name=name):
-            sums[name] += inputs[0].pow(2).reshape(-1, inputs[0].shape[-1]).sum(dim=0)
-
-        hooks.append(linear.register_forward_hook(hook))
-    with torch.no_grad():
-        for sample in calibration:
-            model(sample.unsqueeze(0))
-    for h in hooks:
-        h.remove()
+    linears = models.target_linears(model)
+    sums = summed_inputs(model, calibration, linears, lambda x: x.pow(2).sum(dim=0))
     blocks = len(models.blocks(model))
     scores = [[linears[n].weight.abs() * (sums[n] / len(calibration)).sqrt() for n in linears if n.split(".")[0] == str(b)]
               for b in range(blocks)]

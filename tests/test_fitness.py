@@ -13,6 +13,7 @@ from evolve.perplexity import perplexity
 from pruners import models
 from pruners.spec import Sparsity
 
+from conftest import summed_inputs
 from test_walker import naive_wanda
 
 
@@ -124,20 +125,7 @@ def test_the_d_leaf_is_sparsegpts_denominator_from_the_dense_models_hessians(eva
     from pruners.stats import obs_diagonal
 
     model, calibration = evaluator.host.model, evaluator.host.calibration
-    sums, hooks = {}, []
-    for name, linear in models.target_linears(model).items():
-        sums[name] = torch.zeros(linear.in_features, linear.in_features)
-
-        def hook(_m, inputs, _o, name=name):
-            x = inputs[0].reshape(-1, inputs[0].shape[-1])  # (tokens, in)
-            sums[name] += x.T @ x
-
-        hooks.append(linear.register_forward_hook(hook))
-    with torch.no_grad():
-        for sample in calibration:
-            model(sample.unsqueeze(0))
-    for h in hooks:
-        h.remove()
+    sums = summed_inputs(model, calibration, models.target_linears(model), lambda x: x.T @ x)  # (in, in) each
     D = evaluator.leaf("D")
     assert D.keys() == sums.keys()
     for name, total in sums.items():

@@ -7,25 +7,13 @@ import pruners
 from pruners import models, walker
 from pruners.spec import Sparsity
 
-from conftest import tiny_llama
+from conftest import summed_inputs, tiny_llama
 
 
 def naive_wanda(model, calibration, spec):
     """Wanda the slow way: for block i, run the whole (partly pruned) model over every sample, then prune."""
     for block in models.blocks(model):
-        sums, hooks = {}, []
-        for name, linear in models.linears(block).items():
-            sums[name] = torch.zeros(linear.in_features)
-
-            def hook(_m, inputs, _o, name=name):
-                sums[name] += inputs[0].pow(2).reshape(-1, inputs[0].shape[-1]).sum(dim=0)
-
-            hooks.append(linear.register_forward_hook(hook))
-        with torch.no_grad():
-            for sample in calibration:
-                model(sample.unsqueeze(0))
-        for h in hooks:
-            h.remove()
+        sums = summed_inputs(model, calibration, models.linears(block), lambda x: x.pow(2).sum(dim=0))
         for name, linear in models.linears(block).items():
             x = (sums[name] / len(calibration)).sqrt()
             score = linear.weight.abs() * x
