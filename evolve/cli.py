@@ -51,7 +51,7 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pattern", dest="prune.pattern",
                         help="unstructured, N:M (e.g. 2:4), row-column, channels or blocks (default: the method's own)")
     parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
-    parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row or layer")
+    parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row, column (per input channel) or layer")
     parser.add_argument("--allocation", dest="prune.allocation",
                         help="unstructured sparsity per block: uniform (default) or owl (outlier-weighted, OWL)")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
@@ -144,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--leaves", dest="search.leaves", type=_words,
                         help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian diagonal)")
     search.add_argument("--group", dest="search.group", help="where an unstructured point's scores compete: row "
-                        "(default) or layer; the metric file names it and apply prunes by it")
+                        "(default), column or layer; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
                         "uniform (default) or owl")
     search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,

@@ -39,7 +39,7 @@ class PruneConfig(Section):
     sparsity: float | None = None  # None: 0.5 for the shares; N:M implies 1 - N/M
     pattern: str | None = None  # unstructured, N:M (e.g. 2:4), row-column, channels, blocks; None: the method's default
     blocks: int | None = None  # pattern blocks: decoder blocks to remove
-    group: str | None = None  # row or layer; None: the method's own default
+    group: str | None = None  # row, column or layer; None: the method's own default
     allocation: str | None = None  # unstructured: uniform (None) or owl, the blocks' sparsities by their outliers
     options: dict[str, Any] = {}  # the method's own options, checked by the method
 
@@ -93,9 +93,9 @@ class SearchConfig(Section):
     language: Literal["pruner-zero", "evolve"] = "pruner-zero"
     # the statistics the trees read (metrics.ops.LEAVES); D, SparseGPT's inverse Hessian diagonal, is a switch
     leaves: list[str] = ["W", "X", "G"]
-    # where an unstructured point's scores compete: per output row (Wanda's) or over a whole layer (SparseGPT's
-    # block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it
-    group: Literal["row", "layer"] = "row"
+    # where an unstructured point's scores compete: per output row (Wanda's), per input column, or over a whole
+    # layer (SparseGPT's block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it
+    group: Literal["row", "column", "layer"] = "row"
     # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores)
     allocation: Literal["uniform", "owl"] = "uniform"
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,

@@ -174,8 +174,8 @@ def group_of(path: str) -> str:
     except json.JSONDecodeError:
         return "row"  # load() says what is wrong with the file
     group = data.get("group", "row") if isinstance(data, dict) and data.get("format") == "evolve-metric" else "row"
-    if group not in ("row", "layer"):
-        raise MetricError(f"{path}: unknown comparison group {group!r}; a metric file names row or layer")
+    if group not in ("row", "column", "layer"):
+        raise MetricError(f"{path}: unknown comparison group {group!r}; a metric file names row, column or layer")
     return group
 
 

@@ -43,6 +43,9 @@ def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tenso
         if cols % m:
             raise InputError(f"pattern {spec.pattern} needs the input width ({cols}) to be a multiple of {m}")
         return lowest(score.reshape(-1, m), m - n).reshape(rows, cols)  # (rows * cols/m, m) blocks
-    if (spec.group or group) == "layer":
+    group = spec.group or group
+    if group == "layer":
         return lowest(score.reshape(1, -1), int(rows * cols * spec.ratio)).reshape(rows, cols)
+    if group == "column":  # each input channel loses the same share of its weights, across the outputs
+        return lowest(score.T, int(rows * spec.ratio)).T
     return lowest(score, int(cols * spec.ratio))

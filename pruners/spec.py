@@ -6,7 +6,7 @@ from pruners.errors import InputError
 
 PATTERNS = ("unstructured", "N:M", "row-column", "channels", "blocks")
 SHARES = ("unstructured", "row-column", "channels")  # patterns whose amount is a share (--sparsity)
-GROUPS = ("row", "layer")
+GROUPS = ("row", "column", "layer")
 ALLOCATIONS = ("uniform", "owl")  # per-block sparsity: the same everywhere, or OWL's (pruners.allocation)
 
 
@@ -18,7 +18,7 @@ class Sparsity:
 
     ratio: float
     pattern: str = "unstructured"  # "N:M": keep N of every M consecutive inputs of a row; see PATTERNS
-    group: str | None = None  # unstructured only: "row" or "layer"; None takes the method's default
+    group: str | None = None  # unstructured only: "row", "column" or "layer"; None takes the method's default
     blocks: int = 0  # pattern "blocks": how many decoder blocks are removed
     allocation: str = "uniform"  # unstructured only: how the ratio spreads over the blocks (pruners.allocation)
 
@@ -33,7 +33,7 @@ class Sparsity:
                 raise InputError(f"--allocation spreads unstructured sparsity over the blocks, not pattern {pattern}")
             return replace(cls.parse(pattern, ratio, group), allocation=allocation)
         if group is not None and group not in GROUPS:
-            raise InputError(f"unknown comparison group {group!r}; choose row or layer")
+            raise InputError(f"unknown comparison group {group!r}; choose {', '.join(GROUPS)}")
         if group is not None and pattern != "unstructured":
             raise InputError(f"--group compares weights of unstructured sparsity only, not of pattern {pattern}")
         if (blocks is not None) != (pattern == "blocks"):

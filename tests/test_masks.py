@@ -40,6 +40,14 @@ def test_magnitude_per_row():
     ]
 
 
+def test_magnitude_per_input_column():
+    # each column's lower |W| of its two rows goes: .1|2, .9|.01, .3|.02, .2|3, .5|1, .05|.6, .7|.02, .4|.03
+    assert prune("magnitude", Sparsity.parse("unstructured", 0.5, "column")).tolist() == [
+        [1, 0, 0, 1, 1, 1, 0, 0],
+        [0, 1, 1, 0, 0, 0, 1, 1],
+    ]
+
+
 def test_wanda_unstructured():
     # |W| * X: row 0 = .1 .09 1.2 .2 .25 .5 .7 .4 ; row 1 = 2 .001 .08 3 .5 6 .02 .03
     assert prune("wanda", Sparsity.parse("unstructured", 0.5), {"X": X}).tolist() == [
@@ -99,7 +107,7 @@ def test_non_finite_scores_are_refused():
         ("5:4", None, None, "0 < N < M"),
         ("2:4", 0.7, None, "fixes sparsity at 0.5"),
         ("2-4", None, None, "unknown pattern"),
-        ("unstructured", 0.5, "column", "unknown comparison group"),
+        ("unstructured", 0.5, "block", "unknown comparison group"),
     ],
 )
 def test_bad_specs(pattern, ratio, group, message):

@@ -90,8 +90,8 @@ def test_a_layer_search_names_its_group_and_apply_prunes_by_it(tiny_dir, tmp_pat
     assert sum(z.sum().item() for z in zeros) == sum(z.numel() * lin.in_features // 2 for z, lin in
                                                      zip(zeros, models.target_linears(model).values()))
     assert any(len(set(z.tolist())) > 1 for z in zeros)  # rows lose different shares: compared over the layer
-    path.write_text(path.read_text().replace('"group": "layer"', '"group": "column"'))
-    with pytest.raises(InputError, match="unknown comparison group 'column'"):
+    path.write_text(path.read_text().replace('"group": "layer"', '"group": "block"'))
+    with pytest.raises(InputError, match="unknown comparison group 'block'"):
         pruners.method("metric", metric=str(path)).default_group
 
 
