@@ -4,7 +4,7 @@ import hashlib
 
 import sympy
 
-from metrics.ops import LEAVES, OPS, SEMANTICS
+from metrics.ops import LEAVES, OPS, SEMANTICS, Frob, RowSum
 from metrics.simplify import simplify
 from metrics.tree import Node
 
@@ -15,8 +15,19 @@ def to_sympy(tree: Node) -> sympy.Expr:
     return OPS[tree.op].sympy(*(to_sympy(a) for a in tree.args))
 
 
+def _whole_tensor_scale(factor: sympy.Expr) -> bool:
+    """A positive number for the whole layer: a power of a Frobenius norm (div's divisor), or of a row sum
+    of statistics that are one per input channel (divrow(x, X): X's row is the whole tensor)."""
+    base = factor.as_base_exp()[0]
+    if base.func == Frob:
+        return True
+    return base.func == RowSum and all(LEAVES[s.name].per == "input" for s in base.free_symbols)
+
+
 def rank_form(tree: Node) -> sympy.Expr:
-    """The sympy form of the simplified tree with a positive factor and an added constant removed."""
+    """The sympy form of the simplified tree with a positive factor and an added constant removed; a
+    positive factor is a number, or a norm or sum over the whole tensor (the same for every weight of a
+    layer, so no comparison group can tell it: rows, columns, the layer, N:M blocks)."""
     expr = to_sympy(simplify(tree))
     constant, rest = expr.as_coeff_Add()
     if rest != 0:
@@ -24,6 +35,10 @@ def rank_form(tree: Node) -> sympy.Expr:
     factor, rest = expr.as_coeff_Mul()
     if factor.is_number and factor > 0 and rest != 1:
         expr = rest
+    if isinstance(expr, sympy.Mul):
+        kept = [f for f in expr.args if not _whole_tensor_scale(f)]
+        if kept:
+            expr = sympy.Mul(*kept)
     return expr
 
 

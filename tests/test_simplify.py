@@ -96,6 +96,21 @@ def test_different_rankings_get_different_keys():
     assert len(keys) == 4
 
 
+def test_a_factor_over_the_whole_tensor_leaves_the_key():
+    """A norm of anything, or a row sum of X, is one positive number per layer: it changes no mask in any
+    group, so metrics that differ by it share a key (a 50-generation search spent evaluations on such
+    copies of W^2 X log(X)^2); a row sum of W differs per row and keeps its own."""
+    same = ["mul(mul(sqr(W), X), sqr(log(X)))", "mul(mul(sqr(W), div(divrow(X, X), sqr(G))), sqr(log(X)))",
+            "mul(div(sqr(W), G), mul(X, sqr(log(X))))"]
+    assert len({metrics.canonical_key(parse(e)) for e in same}) == 1
+    stats = probe(rows=32, cols=64, seed=5)
+    scores = [compile_metric(parse(e))(**stats) for e in same]
+    for spec in (Sparsity.parse("unstructured", 0.5, g) for g in ("row", "column", "layer")):
+        assert all(torch.equal(masks.mask(scores[0], spec), masks.mask(s, spec)) for s in scores[1:]), spec
+    assert torch.equal(masks.mask(scores[0], Sparsity.parse("2:4")), masks.mask(scores[1], Sparsity.parse("2:4")))
+    assert metrics.canonical_key(parse("mul(sqr(W), divrow(X, W))")) != metrics.canonical_key(parse("mul(sqr(W), X)"))
+
+
 def test_a_per_row_factor_keeps_its_key():
     """Dividing by a row's sum keeps every comparison inside a row (per-row and N:M masks) but not one across
     rows (a per-layer mask): the key must tell the metrics apart, or a layer-wise fitness would be wrong."""
