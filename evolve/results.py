@@ -84,24 +84,36 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     if logbook:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        # the best on its own axis: its few percent of progress vanish on the median's log scale
+        fig, (best_ax, median_ax) = plt.subplots(1, 2, figsize=(10, 4))
         gens = [r["generation"] for r in logbook]
-        ax.plot(gens, [r["best"] for r in logbook], marker="o", label="best")
+        best = [r["best"] for r in logbook]
+        best_ax.plot(gens, best, marker="o", markersize=3, drawstyle="steps-post")
+        shown = 0
+        for i in range(len(best)):  # each step of more than 0.1% (not float noise among rank-equal metrics)
+            if i == 0 or best[i] < best[shown] * 0.999:
+                best_ax.annotate(f"{best[i]:.3f}", (gens[i], best[i]), textcoords="offset points", xytext=(2, 4), fontsize=7)
+                shown = i
+        best_ax.set(xlabel="generation", ylabel="fitness (perplexity)", title="best individual")
         medians = [r["median"] for r in logbook]
-        if all(math.isfinite(m) for m in medians):
-            ax.plot(gens, medians, marker=".", label="median")
-        ax.set(xlabel="generation", ylabel="fitness (perplexity)", yscale="log", title="fitness over generations")
-        ax.legend()
+        median_ax.plot(gens, [m if math.isfinite(m) else float("nan") for m in medians], marker=".", color="tab:orange")
+        median_ax.set(xlabel="generation", ylabel="fitness (perplexity)", yscale="log", title="population median")
         fig.tight_layout()
         fig.savefig(run_dir / "fitness.png", dpi=100)
         plt.close(fig)
     if front:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        # numbered points, the expressions listed beneath: long ones written beside their points overlap
+        lines = [f"{i}. {e['fitness']:.3f}  {e['expression']}" for i, e in enumerate(front, 1)]
+        listing = 0.13 * len(lines) + 0.15  # inches of text beneath the axes
+        height = listing + 0.65 + 3.0 + 0.4  # the listing, the x label, the axes, the title
+        fig = plt.figure(figsize=(8, height))
+        ax = fig.add_axes((0.1, (listing + 0.65) / height, 0.85, 3.0 / height))
         ax.step([e["complexity"] for e in front], [e["fitness"] for e in front], where="post", marker="o")
-        for e in front:
-            ax.annotate(e["expression"], (e["complexity"], e["fitness"]), fontsize=6)
+        for i, e in enumerate(front, 1):
+            ax.annotate(str(i), (e["complexity"], e["fitness"]), textcoords="offset points", xytext=(3, 3), fontsize=8)
         ax.set(xlabel="complexity (nodes)", ylabel="perplexity", yscale="log", title="Pareto front")
-        fig.tight_layout()
+        fig.text(0.02, 0.02, "\n".join(line if len(line) <= 110 else line[:107] + "..." for line in lines),
+                 fontsize=7, family="monospace", va="bottom")
         fig.savefig(run_dir / "pareto.png", dpi=100)
         plt.close(fig)
 
