@@ -190,3 +190,13 @@ def test_what_simplification_calls_nonnegative_is_nonnegative_on_signed_inputs()
         value = evaluate(tree, **leaves)
         assert (value[~value.isnan()] >= 0).all(), tree
     assert 0.2 < len(claimed) / len(trees) < 0.8  # the claim is made, and withheld, often
+
+
+def test_the_searched_named_metric_ranks_as_its_doc_says():
+    """evolve-smollm2, W^4 X^3 log(X)^2, prunes per row and 2:4 as |W| X^0.75 |log X|^0.5 written by hand."""
+    stats = probe(rows=32, cols=64, seed=6)
+    W, X = stats["W"], stats["X"]
+    hand = W.abs() * X**0.75 * (X.abs() + 1e-3).log().abs() ** 0.5
+    ours = compile_metric(NAMED["evolve-smollm2"].tree)(**stats)
+    for spec in (Sparsity.parse("unstructured", 0.5, "row"), Sparsity.parse("unstructured", 0.6, "row"), Sparsity.parse("2:4")):
+        assert torch.equal(masks.mask(hand, spec), masks.mask(ours, spec)), spec
