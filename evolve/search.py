@@ -81,14 +81,16 @@ def evaluation(key: str, expression: str, result: dict) -> Evaluation:
 
 
 @functools.lru_cache(maxsize=65536)
-def inspect(expression: str) -> tuple[str, bool]:
-    """(canonical key, degenerate?) of an expression: sympy work, asked for the same trees again and again."""
+def inspect(expression: str, rows_only: bool = False) -> tuple[str, bool]:
+    """(canonical key, degenerate?) of an expression: sympy work, asked for the same trees again and again.
+    rows_only: the search compares inside rows only (per-row points and N:M), so per-row factors drop."""
     node = metrics.parse(expression)
+    key = metrics.canonical_key(node, rows_only)
     try:
         metrics.check(node)
-        return metrics.canonical_key(node), False
+        return key, False
     except metrics.DegenerateMetric:
-        return metrics.canonical_key(node), True
+        return key, True
 
 
 def fitness_setup(cfg: Config) -> FitnessSetup:
@@ -167,7 +169,7 @@ class Search:
             if len(pop) == s.population:
                 break
             ind = self.simplified(candidates.pop(0) if candidates else self.tb.individual())
-            key, degenerate = inspect(str(ind))
+            key, degenerate = self.inspect(ind)
             if not degenerate and key not in keys:
                 keys.add(key)
                 pop.append(ind)
@@ -181,7 +183,7 @@ class Search:
         for ind in population:
             if ind.fitness.valid:
                 continue
-            key, degenerate = inspect(str(ind))
+            key, degenerate = self.inspect(ind)
             ind.key = key
             if key in fitness or key in jobs:
                 counts["cache_hits"] += 1
@@ -212,6 +214,10 @@ class Search:
             if not ind.fitness.valid:
                 ind.fitness.values = (fitness[ind.key],)
         return counts
+
+    def inspect(self, ind) -> tuple[str, bool]:
+        """(key, degenerate?) of an individual, its key exact for the comparisons this search makes."""
+        return inspect(str(ind), self.cfg.search.group == "row")
 
     def workers(self):
         if self.pool is None:
@@ -275,7 +281,7 @@ class Search:
     def remember(self, population) -> None:
         """Every distinct metric seen, with the generation it first appeared in: hall of fame and Pareto front."""
         for ind in population:
-            key = inspect(str(ind))[0]
+            key = self.inspect(ind)[0]
             if key not in self.seen and ind.fitness.values[0] < WORST:
                 self.seen[key] = {
                     "key": key, "expression": str(ind), "fitness": ind.fitness.values[0],
@@ -304,7 +310,7 @@ class Search:
         valid = [ind for ind in population if ind.fitness.valid and ind.fitness.values[0] < WORST]
         if not valid:
             return None
-        best = self.store.get(inspect(str(min(valid, key=lambda ind: ind.fitness.values[0])))[0])
+        best = self.store.get(self.inspect(min(valid, key=lambda ind: ind.fitness.values[0]))[0])
         return {label: ppl * self.cfg.search.early_stop for label, ppl in json.loads(best.points).items()}
 
     def run(self, resume: bool) -> dict:
@@ -351,12 +357,12 @@ class Search:
         mutating it again (up to `tries` times): clones of one good metric would otherwise fill the
         population, since a duplicate costs nothing to evaluate. Returns them and how many degenerate
         offspring were rejected on the way."""
-        keys = {inspect(str(ind))[0] for ind in elites}
+        keys = {self.inspect(ind)[0] for ind in elites}
         out, rejected = [], 0
         for ind in offspring:
             for attempt in range(tries + 1):
                 ind = self.simplified(ind)
-                key, degenerate = inspect(str(ind))
+                key, degenerate = self.inspect(ind)
                 rejected += degenerate
                 if (key not in keys and not degenerate) or attempt == tries:
                     break

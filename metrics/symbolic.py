@@ -15,19 +15,21 @@ def to_sympy(tree: Node) -> sympy.Expr:
     return OPS[tree.op].sympy(*(to_sympy(a) for a in tree.args))
 
 
-def _whole_tensor_scale(factor: sympy.Expr) -> bool:
-    """A positive number for the whole layer: a power of a Frobenius norm (div's divisor), or of a row sum
-    of statistics that are one per input channel (divrow(x, X): X's row is the whole tensor)."""
+def _invisible_scale(factor: sympy.Expr, rows_only: bool) -> bool:
+    """A positive factor no comparison can see: a power of a Frobenius norm (div's divisor) or of a row sum
+    of statistics that are one per input channel (divrow(x, X): X's row is the whole tensor), one number
+    per layer; with rows_only, a power of any row sum, one number per row."""
     base = factor.as_base_exp()[0]
     if base.func == Frob:
         return True
-    return base.func == RowSum and all(LEAVES[s.name].per == "input" for s in base.free_symbols)
+    return base.func == RowSum and (rows_only or all(LEAVES[s.name].per == "input" for s in base.free_symbols))
 
 
-def rank_form(tree: Node) -> sympy.Expr:
+def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
     """The sympy form of the simplified tree with a positive factor and an added constant removed; a
     positive factor is a number, or a norm or sum over the whole tensor (the same for every weight of a
-    layer, so no comparison group can tell it: rows, columns, the layer, N:M blocks)."""
+    layer, so no comparison group can tell it: rows, columns, the layer, N:M blocks). `rows_only`: every
+    comparison is inside a row (per-row and N:M masks), so a factor per row is invisible too."""
     expr = to_sympy(simplify(tree))
     constant, rest = expr.as_coeff_Add()
     if rest != 0:
@@ -36,13 +38,14 @@ def rank_form(tree: Node) -> sympy.Expr:
     if factor.is_number and factor > 0 and rest != 1:
         expr = rest
     if isinstance(expr, sympy.Mul):
-        kept = [f for f in expr.args if not _whole_tensor_scale(f)]
+        kept = [f for f in expr.args if not _invisible_scale(f, rows_only)]
         if kept:
             expr = sympy.Mul(*kept)
     return expr
 
 
-def canonical_key(tree: Node) -> str:
-    """16 hex digits: the hash of the rank form and the semantics version."""
-    text = f"{SEMANTICS}:{sympy.srepr(rank_form(tree))}"
+def canonical_key(tree: Node, rows_only: bool = False) -> str:
+    """16 hex digits: the hash of the rank form and the semantics version. With rows_only the key holds for
+    per-row and N:M masks only (a search whose every point compares inside rows), and says so."""
+    text = f"{SEMANTICS}:{'rows:' if rows_only else ''}{sympy.srepr(rank_form(tree, rows_only))}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]

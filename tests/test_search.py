@@ -95,6 +95,15 @@ def test_a_layer_search_names_its_group_and_apply_prunes_by_it(tiny_dir, tmp_pat
         pruners.method("metric", metric=str(path)).default_group
 
 
+def test_a_per_row_search_gives_rank_equal_metrics_one_key(tiny_dir, tmp_path):
+    """Per-row points and 2:4 cannot tell a per-row factor: one key, one evaluation; a layer search can."""
+    same = [metrics.parse(e) for e in ("mul(sqr(W), X)", "divrow(mul(sqr(W), X), W)")]
+    for group, keys in (("row", 1), ("layer", 2)):
+        (tmp_path / group).mkdir()
+        engine = Search(search_config(tiny_dir, group=group, language="evolve"), tmp_path / group, lambda setup: None, log=lambda _: None)
+        assert len({engine.inspect(engine.individual(tree))[0] for tree in same}) == keys, group
+
+
 def stored(run_dir) -> int:
     """Evaluations in a run's store, fitness and validation alike (0 before the store exists)."""
     if not (run_dir / "evaluations.sqlite").is_file():

@@ -109,6 +109,12 @@ def test_a_factor_over_the_whole_tensor_leaves_the_key():
         assert all(torch.equal(masks.mask(scores[0], spec), masks.mask(s, spec)) for s in scores[1:]), spec
     assert torch.equal(masks.mask(scores[0], Sparsity.parse("2:4")), masks.mask(scores[1], Sparsity.parse("2:4")))
     assert metrics.canonical_key(parse("mul(sqr(W), divrow(X, W))")) != metrics.canonical_key(parse("mul(sqr(W), X)"))
+    # a search whose every comparison is inside a row (per-row points, N:M) cannot see a per-row factor either
+    rows = {metrics.canonical_key(parse(e), rows_only=True) for e in ["mul(sqr(W), divrow(X, W))", "mul(sqr(W), X)",
+                                                                      "divrow(mul(sqr(W), X), G)"]}
+    assert len(rows) == 1 and rows.isdisjoint({metrics.canonical_key(parse("mul(sqr(W), X)"))})
+    assert metrics.canonical_key(parse("add(W, divrow(X, W))"), rows_only=True) != \
+        metrics.canonical_key(parse("add(W, X)"), rows_only=True)  # inside a sum it is no factor of the score
 
 
 def test_a_per_row_factor_keeps_its_key():
