@@ -54,6 +54,8 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row, column (per input channel) or layer")
     parser.add_argument("--allocation", dest="prune.allocation",
                         help="unstructured sparsity per block: uniform (default) or owl (outlier-weighted, OWL)")
+    parser.add_argument("--permute", dest="prune.permute", action="store_true", default=None,
+                        help="N:M: reorder each linear's input channels before its groups of M form (RIA's permutation)")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
                         help="refit after the masks: none (report the error only), lr, br, br+gp, br+gp+cr, lr+br (layer methods)")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
@@ -147,6 +149,10 @@ def parser() -> argparse.ArgumentParser:
                         "(default), column or layer; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
                         "uniform (default) or owl")
+    search.add_argument("--permute", dest="search.permute", action="store_true", default=None,
+                        help="N:M points: reorder each linear's input channels before its groups form")
+    search.add_argument("--update", dest="search.update", help="after each candidate's mask: none (default) or lr, "
+                        "the kept weights refitted by least squares (costly: seconds per linear on a CPU)")
     search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,
                         help="more calibration draws, comma list of seeds: every point scored once per draw")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,
@@ -171,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
                          help="comma list: every layer method once per reconstruction, e.g. none,lr,br,br+gp")
     compare.add_argument("--allocations", dest="compare.allocations", type=_words,
                          help="comma list: every unstructured point once per allocation, e.g. uniform,owl")
+    compare.add_argument("--permute", dest="compare.permute", action="store_true", default=None,
+                         help="every N:M point also with each linear's input channels reordered (score methods)")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
     _score_flags(compare)
     return top
@@ -180,7 +188,7 @@ def baseline(cfg: configuration.Config) -> None:
     p = cfg.prune
     method = pruners.method(p.method, **p.options)
     pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
-    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation)
+    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation, bool(p.permute))
     method.check(spec)
     check_save_dir(cfg.save, cfg.force)
     bench = Workbench(cfg)
@@ -188,7 +196,7 @@ def baseline(cfg: configuration.Config) -> None:
     row = bench.run(method, spec)
     print(table([row]))
     if cfg.save:
-        bench.save(cfg.save, row)
+        bench.save(cfg.save, row, method.channel_orders())
         say(f"saved to {cfg.save}")
 
 
@@ -229,7 +237,7 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
                 raise InputError("pattern blocks needs its points: --blocks N[,N...]")
             points += [Sparsity.parse(pattern, blocks=n) for n in c.blocks]
         else:
-            points.append(Sparsity.parse(pattern))
+            points += [Sparsity.parse(pattern, permute=p) for p in ([False, True] if c.permute else [False])]
     return points
 
 
@@ -252,7 +260,8 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
     bench = Workbench(cfg)
     rows = []
     for method in methods:
-        takes = lambda s: s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
+        takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
+                           and (not s.permute or method.permutes))
         for spec in points[:1] if method.name == "dense" else [s for s in points if takes(s)]:
             say(f"{method.label()} at {spec.point()}")
             try:

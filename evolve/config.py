@@ -41,6 +41,7 @@ class PruneConfig(Section):
     blocks: int | None = None  # pattern blocks: decoder blocks to remove
     group: str | None = None  # row, column or layer; None: the method's own default
     allocation: str | None = None  # unstructured: uniform (None) or owl, the blocks' sparsities by their outliers
+    permute: bool | None = None  # N:M: each linear's input channels reordered first (RIA's channel permutation)
     options: dict[str, Any] = {}  # the method's own options, checked by the method
 
 
@@ -52,6 +53,7 @@ class CompareConfig(Section):
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
     reconstruct: list[str] = []  # every layer method once per reconstruction (none, lr, br, br+gp, ...)
     allocations: list[str] = []  # every unstructured point once per allocation (uniform, owl); none: uniform
+    permute: bool = False  # every N:M point also with its input channels reordered (RIA's channel permutation)
 
 
 class EvaluateConfig(Section):
@@ -101,6 +103,11 @@ class SearchConfig(Section):
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
     # so that no metric wins by one draw of calibration text; each draw multiplies the cost of a candidate
     calib_seeds: list[int] = []
+    # the N:M points' masks chosen after each linear's input channels are reordered (RIA's channel permutation)
+    permute: bool = False
+    # a cheap update in the fitness: "lr" refits each linear's kept weights by least squares on its dense
+    # Hessian after the candidate's mask, so the search looks for the mask that is best after an update
+    update: Literal["none", "lr"] = "none"
 
     @field_validator("leaves")
     @classmethod

@@ -20,6 +20,7 @@ from evolve.perplexity import window_nll
 from evolve.store import WORST
 from pruners import masks, models
 from pruners.allocation import owl_of_scores
+from pruners.reconstruct_math import refit_rows
 from pruners.device import synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
@@ -47,9 +48,11 @@ class FitnessSetup:
     group: str = "row"  # where the scores of an unstructured point compete: "row" or "layer"
     allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
     calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
+    permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
+    update: str = "none"  # "lr": after the mask, each linear's kept weights refitted by least squares (costly)
 
     def specs(self) -> list[Sparsity]:
-        return [Sparsity.parse(p) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
+        return [Sparsity.parse(p, permute=self.permute) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
                 for p in self.points]
 
     def context(self) -> dict:
@@ -57,7 +60,8 @@ class FitnessSetup:
         keep = asdict(self)
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
-        for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ())):
+        for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ()), ("permute", False),
+                                 ("update", "none")):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
@@ -101,6 +105,8 @@ class FitnessEvaluator:
         for seed in self.seeds:
             for leaf in s.leaves:
                 self.leaf(leaf, seed)
+            if s.update == "lr" and not s.recalibrate:
+                self.host.statistic("H", seed)
 
     def leaf(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """A leaf's statistic of every target from one calibration draw (None: `seed`'s), where scoring runs:
@@ -131,7 +137,9 @@ class FitnessEvaluator:
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
             G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
-            pruners.method("metric", metric=str(tree)).prune(self.host.model, self.host.calibration_of(seed), spec, self.device, G)
+            reconstruct = "lr" if self.setup.update == "lr" else None
+            pruners.method("metric", metric=str(tree), reconstruct=reconstruct).prune(
+                self.host.model, self.host.calibration_of(seed), spec, self.device, G)
             return
         score = metrics.compile_metric(tree)
         ratios = self.block_sparsities(spec, seed)
@@ -141,7 +149,11 @@ class FitnessEvaluator:
                 drop = masks.mask(score(**{leaf: self.leaf(leaf, seed)[name] for leaf in tree.leaves() | {"W"}}), target_spec)
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
-            lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
+            if self.setup.update == "lr":  # the kept weights refitted to the dense outputs (zero where dropped)
+                H = self.host.statistic("H", seed)[name].to(self.device)
+                lin.weight.data.copy_(refit_rows(self.W[name], ~drop, H))
+            else:
+                lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
 
     @torch.no_grad()
     def perplexity(self, threshold: float | None, split: str = "fitness") -> tuple[float, bool]:

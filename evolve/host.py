@@ -118,7 +118,8 @@ class Host:
     def statistic(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """A statistic of the dense model by target name, computed once per calibration seed (None: the
         host's own): 'X' (input norms per channel, (1, in)), 'D' (SparseGPT's inverse Hessian diagonal,
-        (1, in)) or 'G' (gradient magnitudes, (out, in), cached on disk across runs)."""
+        (1, in)), 'H' (the Hessian 2/N X^T X, (in, in)) or 'G' (gradient magnitudes, (out, in), cached on disk
+        across runs)."""
         seed = self.seed if seed is None else seed
         if (name, seed) not in self._statistics:
             self.restore()
@@ -126,9 +127,8 @@ class Host:
         return self._statistics[name, seed]
 
 
-def _walked(leaf: str) -> Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]:
-    """A leaf the walker gathers (X, D), of every target linear from the dense model, pruning nothing."""
-    collector, derive = WALKED_LEAVES[leaf]
+def _walked(leaf: str, collector: str, derive=lambda s: s) -> Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]:
+    """A statistic the walker gathers (X, D, H), of every target linear from the dense model, pruning nothing."""
 
     def compute(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
@@ -151,5 +151,6 @@ def _gradients(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]
     return G
 
 
+# The leaves, and H, each linear's Hessian (in, in), for the search's fixed-mask update (FitnessSetup.update).
 STATISTICS: dict[str, Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]] = {
-    "G": _gradients, **{leaf: _walked(leaf) for leaf in WALKED_LEAVES}}
+    "G": _gradients, "H": _walked("H", "H"), **{leaf: _walked(leaf, *WALKED_LEAVES[leaf]) for leaf in WALKED_LEAVES}}

@@ -6,6 +6,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 from evolve.config import Config
 from evolve.host import Host, say
 from evolve.scores import Score, score
@@ -13,6 +16,9 @@ from pruners import base, models
 from pruners.device import peak_memory_bytes, reset_peak_memory, synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
+
+
+ORDERS_FILE = "channel_orders.safetensors"
 
 
 @dataclass
@@ -101,13 +107,17 @@ class Workbench:
             peak_memory_mb=peak_memory_bytes(h.device) / 2**20,
         )
 
-    def save(self, path: str, row: Row) -> None:
-        """The pruned model (safetensors), its tokenizer and a JSON report of what was done."""
+    def save(self, path: str, row: Row, orders: dict[str, torch.Tensor] | None = None) -> None:
+        """The pruned model (safetensors), its tokenizer and a JSON report of what was done; with `orders`
+        (--permute) also channel_orders.safetensors: each N:M linear's input order by target name, in which
+        its weight's columns hold N kept weights in every group of M (the model itself keeps its layout)."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         models.pad_mlps(self.host.model)  # MLPs of different widths (channels) padded to the config's one
         self.host.model.save_pretrained(out, safe_serialization=True)
         self.host.tokenizer.save_pretrained(out)
+        if orders:
+            save_file({name: order.contiguous() for name, order in orders.items()}, out / ORDERS_FILE)
         report = {
             "result": asdict(row),
             "layer_sparsity": base.sparsity(self.host.model),

@@ -4,7 +4,7 @@ from dataclasses import replace
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
 from pruners import masks, models
 from pruners.allocation import block_sparsities
@@ -21,6 +21,7 @@ class Pruner(BaseModel):
     name: ClassVar[str]
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
     allocates: ClassVar[bool] = False  # prunes block by block, so each block may take its own sparsity (--allocation)
+    permutes: ClassVar[bool] = False  # chooses N:M masks from scores alone, so inputs may be reordered first (--permute)
 
     def check(self, spec: Sparsity) -> None:
         """Refuse a pattern this method does not prune, before any model loads."""
@@ -29,6 +30,9 @@ class Pruner(BaseModel):
         if spec.allocation != "uniform" and not self.allocates:
             raise InputError(f"method {self.name} does not prune block by block: --allocation {spec.allocation} "
                              "is for the layer methods")
+        if spec.permute and not self.permutes:
+            raise InputError(f"method {self.name} does not choose its masks from scores alone: --permute is for the "
+                             "score methods (magnitude, wanda, metric)")
 
     @property
     def needs_calibration(self) -> bool:
@@ -37,6 +41,11 @@ class Pruner(BaseModel):
     @property
     def needs_gradients(self) -> bool:
         return False
+
+    def channel_orders(self) -> dict[str, torch.Tensor]:
+        """The last prune's input order of each N:M linear pruned with --permute, by target name: the weight's
+        columns in that order hold N kept weights in every group of M."""
+        return {}
 
     def title(self) -> str:
         """The method's name with its choices, e.g. 'layer-drop cosine/all'."""
@@ -106,13 +115,25 @@ class ScorePruner(LayerPruner):
     """A method that only scores weights: the lowest scores of each comparison group become zero."""
 
     default_group: ClassVar[str] = "row"
+    permutes: ClassVar[bool] = True
+    _orders: dict = PrivateAttr(default_factory=dict)
 
     @abstractmethod
     def score(self, name: str, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         """(out, in) scores for an (out, in) weight; higher means keep."""
 
+    def prune(self, model, calibration, spec, device, gradients=None):
+        self._orders.clear()
+        return super().prune(model, calibration, spec, device, gradients)
+
     def prune_linear(self, name, weight, stats, spec):
-        weight[masks.mask(self.score(name, weight, stats), spec, self.default_group)] = 0
+        pruned, order = masks.choose(self.score(name, weight, stats), spec, self.default_group)
+        weight[pruned] = 0
+        if order is not None:
+            self._orders[name] = order.cpu()
+
+    def channel_orders(self):
+        return dict(self._orders)
 
 
 def sparsity(model) -> dict[str, float]:

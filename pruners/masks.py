@@ -7,6 +7,7 @@ mask a pure function of the scores, the same on every device and in every run.
 import torch
 
 from pruners.errors import InputError
+from pruners.permute import channel_order
 from pruners.spec import Sparsity
 
 
@@ -32,6 +33,12 @@ def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tenso
 
     `group` is the method's default comparison group; spec.group overrides it.
     """
+    return choose(score, spec, group)[0]
+
+
+def choose(score: torch.Tensor, spec: Sparsity, group: str = "row") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mask, order): the mask as `mask` gives it, and for an N:M point with spec.permute the (in,) input
+    order in which every group of M holds N kept weights (pruners.permute); None otherwise."""
     if not torch.isfinite(score).all():
         raise FloatingPointError("score has NaN or Inf entries")
     if spec.kind() not in ("unstructured", "N:M"):
@@ -42,10 +49,15 @@ def mask(score: torch.Tensor, spec: Sparsity, group: str = "row") -> torch.Tenso
         n, m = spec.nm
         if cols % m:
             raise InputError(f"pattern {spec.pattern} needs the input width ({cols}) to be a multiple of {m}")
-        return lowest(score.reshape(-1, m), m - n).reshape(rows, cols)  # (rows * cols/m, m) blocks
+        if not spec.permute:
+            return lowest(score.reshape(-1, m), m - n).reshape(rows, cols), None  # (rows * cols/m, m) groups
+        order = channel_order(score, n, m).to(score.device)
+        pruned = torch.empty_like(score, dtype=torch.bool)
+        pruned[:, order] = lowest(score[:, order].reshape(-1, m), m - n).reshape(rows, cols)
+        return pruned, order
     group = spec.group or group
     if group == "layer":
-        return lowest(score.reshape(1, -1), int(rows * cols * spec.ratio)).reshape(rows, cols)
+        return lowest(score.reshape(1, -1), int(rows * cols * spec.ratio)).reshape(rows, cols), None
     if group == "column":  # each input channel loses the same share of its weights, across the outputs
-        return lowest(score.T, int(rows * spec.ratio)).T
-    return lowest(score, int(cols * spec.ratio))
+        return lowest(score.T, int(rows * spec.ratio)).T, None
+    return lowest(score, int(cols * spec.ratio)), None

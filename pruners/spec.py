@@ -21,11 +21,17 @@ class Sparsity:
     group: str | None = None  # unstructured only: "row", "column" or "layer"; None takes the method's default
     blocks: int = 0  # pattern "blocks": how many decoder blocks are removed
     allocation: str = "uniform"  # unstructured only: how the ratio spreads over the blocks (pruners.allocation)
+    permute: bool = False  # N:M only: each linear's inputs reordered before its groups of M form (pruners.permute)
 
     @classmethod
     def parse(cls, pattern: str = "unstructured", ratio: float | None = None, group: str | None = None,
-              blocks: int | None = None, allocation: str | None = None) -> "Sparsity":
+              blocks: int | None = None, allocation: str | None = None, permute: bool = False) -> "Sparsity":
         """ratio None means 0.5 for the shares, and the implied 1 - N/M for N:M."""
+        if permute:
+            spec = cls.parse(pattern, ratio, group, blocks, allocation)
+            if not spec.nm:
+                raise InputError(f"--permute reorders input channels for an N:M pattern, not for pattern {pattern}")
+            return replace(spec, permute=True)
         if allocation not in (None, "uniform"):
             if allocation not in ALLOCATIONS:
                 raise InputError(f"unknown allocation {allocation!r}; choose {' or '.join(ALLOCATIONS)}")
@@ -76,7 +82,7 @@ class Sparsity:
         """The point as tables and plots name it: "50%", "2:4", "row-column 30%", "4 blocks"."""
         share = f"{self.ratio * 100:g}%"
         if self.nm:
-            return self.pattern
+            return f"{self.pattern} permuted" if self.permute else self.pattern
         if self.pattern == "blocks":
             return f"{self.blocks} block{'s' if self.blocks > 1 else ''}"
         if self.pattern == "unstructured":

@@ -187,3 +187,25 @@ def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     assert (result["fitness"], result["status"]) == (float("inf"), "nan")
     assert "NaN or Inf" in result["error"]
     assert evaluator.evaluate("mul(abs(W), X)")["status"] == "ok"  # the model came back dense
+
+
+def test_update_lr_refits_each_kept_weight_to_the_dense_hessian_and_is_scored_after_it(evaluator):
+    """After the candidate's mask, every linear holds the least-squares refit of its kept weights on a Hessian
+    summed by hooks on the whole dense model, zero where the mask drops; the fitness is that model's perplexity."""
+    from pruners import masks
+    from pruners.reconstruct_math import refit_rows
+
+    updating = FitnessEvaluator(dataclasses.replace(evaluator.setup, update="lr", points=("0.5",)))
+    host, spec = updating.host, updating.specs[0]
+    sums = summed_inputs(host.model, host.calibration, models.target_linears(host.model), lambda x: x.T @ x)
+    model = copy.deepcopy(host.model)
+    for name, lin in models.target_linears(model).items():
+        W = updating.W[name]
+        drop = masks.mask(W.abs() * updating.leaf("X")[name], spec)
+        lin.weight.data = refit_rows(W, ~drop, sums[name] * 2 / len(host.calibration))
+        assert (lin.weight[drop] == 0).all() and not torch.equal(lin.weight, W.masked_fill(drop, 0))
+    expected = perplexity(model, updating.windows["fitness"], torch.device("cpu"), batch_size=4)
+    assert updating.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
+    plain = eval(evaluator.evaluate("mul(abs(W), X)")["points"])["0.5"]
+    assert expected != pytest.approx(plain, rel=1e-4)  # the update changed what is scored (a random model: by 3e-4)
+    assert updating.setup.context()["update"] == "lr" and "update" not in evaluator.setup.context()
