@@ -57,7 +57,7 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--permute", dest="prune.permute", action="store_true", default=None,
                         help="N:M: reorder each linear's input channels before its groups of M form (RIA's permutation)")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
-                        help="refit after the masks: none (report the error only), lr, br, br+gp, br+gp+cr, lr+br (layer methods)")
+                        help="refit after the masks: none (report the error only), lr, obs, br, br+gp, br+gp+cr, lr+br (layer methods)")
     parser.add_argument("--save", dest="save", help="folder for the pruned model (safetensors) and report.json")
     parser.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite a non-empty --save folder")
 
@@ -151,8 +151,8 @@ def parser() -> argparse.ArgumentParser:
                         "uniform (default) or owl")
     search.add_argument("--permute", dest="search.permute", action="store_true", default=None,
                         help="N:M points: reorder each linear's input channels before its groups form")
-    search.add_argument("--update", dest="search.update", help="after each candidate's mask: none (default) or lr, "
-                        "the kept weights refitted by least squares (costly: seconds per linear on a CPU)")
+    search.add_argument("--update", dest="search.update", help="after each candidate's mask: none (default), lr (the "
+                        "kept weights refitted by least squares) or obs (SparseGPT's sweep, cheaper)")
     search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,
                         help="more calibration draws, comma list of seeds: every point scored once per draw")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,

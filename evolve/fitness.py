@@ -20,7 +20,7 @@ from evolve.perplexity import window_nll
 from evolve.store import WORST
 from pruners import masks, models
 from pruners.allocation import owl_of_scores
-from pruners.reconstruct_math import refit_rows
+from pruners.reconstruct import LAYERWISE, Reconstruction
 from pruners.device import synchronize
 from pruners.errors import InputError
 from pruners.spec import Sparsity
@@ -49,7 +49,7 @@ class FitnessSetup:
     allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
     calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
     permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
-    update: str = "none"  # "lr": after the mask, each linear's kept weights refitted by least squares (costly)
+    update: str = "none"  # after the mask, each linear's kept weights refitted: "lr" or "obs" (pruners.reconstruct)
 
     def specs(self) -> list[Sparsity]:
         return [Sparsity.parse(p, permute=self.permute) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
@@ -105,7 +105,7 @@ class FitnessEvaluator:
         for seed in self.seeds:
             for leaf in s.leaves:
                 self.leaf(leaf, seed)
-            if s.update == "lr" and not s.recalibrate:
+            if s.update != "none" and not s.recalibrate:
                 self.host.statistic("H", seed)
 
     def leaf(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -137,7 +137,7 @@ class FitnessEvaluator:
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
             G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
-            reconstruct = "lr" if self.setup.update == "lr" else None
+            reconstruct = None if self.setup.update == "none" else self.setup.update
             pruners.method("metric", metric=str(tree), reconstruct=reconstruct).prune(
                 self.host.model, self.host.calibration_of(seed), spec, self.device, G)
             return
@@ -149,9 +149,9 @@ class FitnessEvaluator:
                 drop = masks.mask(score(**{leaf: self.leaf(leaf, seed)[name] for leaf in tree.leaves() | {"W"}}), target_spec)
             except FloatingPointError:
                 raise FloatingPointError(f"score has NaN or Inf on layer {name}") from None
-            if self.setup.update == "lr":  # the kept weights refitted to the dense outputs (zero where dropped)
+            if self.setup.update != "none":  # the kept weights refitted to the dense outputs (zero where dropped)
                 H = self.host.statistic("H", seed)[name].to(self.device)
-                lin.weight.data.copy_(refit_rows(self.W[name], ~drop, H))
+                lin.weight.data.copy_(LAYERWISE[self.setup.update](self.W[name], drop, H, Reconstruction().percdamp))
             else:
                 lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
 

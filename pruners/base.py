@@ -68,7 +68,7 @@ class LayerPruner(Pruner):
     stats: ClassVar[tuple[str, ...]] = ()  # statistics from pruners.stats.COLLECTORS
     allocates: ClassVar[bool] = True
     batch_size: int = 8  # calibration samples per forward: larger is faster on CPU, costs activation memory
-    # A reconstruction after each block's masks (pruners.reconstruct: none, lr, br, br+gp, br+gp+cr, ...);
+    # A reconstruction after each block's masks (pruners.reconstruct: none, lr, obs, br, br+gp, br+gp+cr, ...);
     # with one, the row reports the blocks' relative error before and after it ('none': the masks' alone).
     reconstruct: str | None = None
 
@@ -96,7 +96,7 @@ class LayerPruner(Pruner):
         ratios = block_sparsities(model, calibration, device, spec, self.batch_size)
 
         def prune_block(step):
-            dense = {name: linear.weight.data.clone() for name, linear in step.linears.items()} if stage and "lr" in stage.stages else {}
+            dense = {name: linear.weight.data.clone() for name, linear in step.linears.items()} if stage and stage.layerwise else {}
             block_spec = replace(spec, ratio=ratios[step.index])
             for name, linear in step.linears.items():
                 self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), block_spec)

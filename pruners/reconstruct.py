@@ -4,13 +4,16 @@ Minimization", EMNLP 2024). Every mask stays fixed: a pruned weight is exactly z
 
     lr  layer-wise: each linear's kept weights, row by row, the least-squares fit to the dense linear's
         outputs on the same (pruned-path) inputs, in closed form on their Hessian
+    obs layer-wise as lr, by SparseGPT's column sweep with the mask fixed: each pruned weight's error
+        spread over the columns to its right through the inverse Hessian's Cholesky factor (lr's fit
+        approximated column by column, 20 to 50 times cheaper on a CPU)
     br  block-wise: every parameter of the block but the masks (norms included, as their code trains
         them) fitted by AdamW to the dense block's outputs on the same inputs, MSE
     gp  global propagation: br's target becomes the dense model's own path (dense blocks on dense inputs)
     cr  cross-block: br on overlapping windows of two blocks, [0], [0, 1], [1, 2], ..., [L-2, L-1], [L-1],
         so every block is trained twice, the second time together with the block after it
 
-Written joined by '+': 'br+gp', 'lr+br', 'br+gp+cr'. gp needs br; cr needs gp, since a window's only
+Written joined by '+': 'br+gp', 'lr+br', 'br+gp+cr'. lr and obs exclude each other; gp needs br; cr needs gp, since a window's only
 target that does not depend on how the blocks inside it were already refitted is the dense path's.
 Training runs in fp32 on the CPU, under fp16 autocast with loss scaling on CUDA and bf16 on Gaudi.
 """
@@ -22,9 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from pruners.device import autocast, grad_scaler, step as end_step
 from pruners.errors import InputError
 from pruners.reconstruct_math import refit_rows
+from pruners.sparsegpt_math import sparsify
 from pruners.walker import Dense, Step, run_block
 
-STAGES = ("lr", "br", "gp", "cr")
+# The layer-wise refits by name: (dense (out, in), pruned (out, in) bool, H (in, in), percdamp) -> (out, in),
+# zero where pruned. The search's fitness takes them too (FitnessSetup.update).
+LAYERWISE = {
+    "lr": lambda dense, pruned, H, percdamp: refit_rows(dense, ~pruned, H, percdamp),
+    "obs": lambda dense, pruned, H, percdamp: sparsify(dense, H, None, percdamp=percdamp, fixed=pruned).to(dense.dtype),
+}
+STAGES = ("lr", "obs", "br", "gp", "cr")
 
 
 class Reconstruction(BaseModel):
@@ -37,7 +47,7 @@ class Reconstruction(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(5, ge=1)
     max_grad_norm: float = Field(1000.0, gt=0)  # of the true gradients (theirs clips loss-scaled ones)
-    percdamp: float = Field(0.01, ge=0)  # lr's damping of H, as SparseGPT's
+    percdamp: float = Field(0.01, ge=0)  # lr's and obs's damping of H, as SparseGPT's
     seed: int = 0  # the order of br's batches
 
     @classmethod
@@ -47,6 +57,8 @@ class Reconstruction(BaseModel):
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise InputError(f"unknown reconstruction {'+'.join(unknown)!r}; choose none or a '+' list of {', '.join(STAGES)}")
+        if {"lr", "obs"} <= set(stages):
+            raise InputError("reconstructions lr and obs both refit each linear: choose one")
         if "gp" in stages and "br" not in stages:
             raise InputError("reconstruction gp changes br's target: write br+gp")
         if "cr" in stages and "gp" not in stages:
@@ -57,8 +69,13 @@ class Reconstruction(BaseModel):
         return "+".join(self.stages) or "none"
 
     @property
+    def layerwise(self) -> str | None:
+        """The layer-wise stage (lr or obs), if any: it refits each linear from its dense weights."""
+        return next((s for s in self.stages if s in LAYERWISE), None)
+
+    @property
     def stats(self) -> tuple[str, ...]:
-        return ("H",) if "lr" in self.stages else ()
+        return ("H",) if self.layerwise else ()
 
     @property
     def dense(self) -> tuple[Dense, ...]:
@@ -78,10 +95,11 @@ class Reconstruction(BaseModel):
         before = relative_error(step.block, step.inputs, step.path_targets)
         if not self.stages:  # 'none': the masks' error alone
             return before, before
-        if "lr" in self.stages:
+        if self.layerwise:
+            refit = LAYERWISE[self.layerwise]
             for name, linear in step.linears.items():
                 W = linear.weight.data
-                W.copy_(refit_rows(dense_weights[name], W != 0, step.stats[name]["H"], self.percdamp))
+                W.copy_(refit(dense_weights[name], W == 0, step.stats[name]["H"], self.percdamp))
         if "cr" in self.stages:
             return before, self.cross(step)
         if "br" in self.stages:

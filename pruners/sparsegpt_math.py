@@ -34,9 +34,11 @@ def damped_inverse_factor(H: torch.Tensor, percdamp: float, name: str = "") -> t
                       "of the mean diagonal (said once)", file=sys.stderr)
 
 
-def sparsify(W: torch.Tensor, H: torch.Tensor, spec: Sparsity, blocksize: int = 128, percdamp: float = 0.01,
-             name: str = "") -> torch.Tensor:
-    """The pruned and updated (out, in) weight, float32, from weight W (out, in) and Hessian H (in, in)."""
+def sparsify(W: torch.Tensor, H: torch.Tensor, spec: Sparsity | None, blocksize: int = 128, percdamp: float = 0.01,
+             name: str = "", fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """The pruned and updated (out, in) weight, float32, from weight W (out, in) and Hessian H (in, in).
+    With `fixed`, an (out, in) bool mask, exactly those weights are pruned (no choice, `spec` unused) and
+    the sweep only spreads their error: SparseGPT's update for another method's mask."""
     W = W.float().clone()
     H = H.clone()
     cols = W.shape[1]
@@ -44,7 +46,7 @@ def sparsify(W: torch.Tensor, H: torch.Tensor, spec: Sparsity, blocksize: int = 
     H[dead, dead] = 1
     W[:, dead] = 0
     Hinv = damped_inverse_factor(H, percdamp, name)  # (in, in) upper triangular
-    nm = spec.nm
+    nm = None if fixed is not None else spec.nm
     if nm is not None:  # an N:M group must not straddle two blocks: round the block up to a multiple of M
         blocksize = -(-blocksize // nm[1]) * nm[1]
     for i1 in range(0, cols, blocksize):
@@ -54,7 +56,9 @@ def sparsify(W: torch.Tensor, H: torch.Tensor, spec: Sparsity, blocksize: int = 
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d = torch.diag(Hinv1)  # (b,)
-        if nm is None:
+        if fixed is not None:
+            mask1 = fixed[:, i1:i2]
+        elif nm is None:
             saliency = W1.pow(2) / d.pow(2)
             mask1 = lowest(saliency.reshape(1, -1), int(saliency.numel() * spec.ratio)).reshape(saliency.shape)
         else:

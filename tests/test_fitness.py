@@ -189,23 +189,27 @@ def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     assert evaluator.evaluate("mul(abs(W), X)")["status"] == "ok"  # the model came back dense
 
 
-def test_update_lr_refits_each_kept_weight_to_the_dense_hessian_and_is_scored_after_it(evaluator):
-    """After the candidate's mask, every linear holds the least-squares refit of its kept weights on a Hessian
-    summed by hooks on the whole dense model, zero where the mask drops; the fitness is that model's perplexity."""
+@pytest.mark.parametrize("update", ["lr", "obs"])
+def test_an_update_refits_each_kept_weight_on_the_dense_hessian_and_is_scored_after_it(update, evaluator):
+    """After the candidate's mask, every linear holds the refit of its kept weights (least squares per row, or
+    SparseGPT's sweep with the mask fixed) on a Hessian summed by hooks on the whole dense model, zero where
+    the mask drops; the fitness is that model's perplexity."""
     from pruners import masks
     from pruners.reconstruct_math import refit_rows
+    from pruners.sparsegpt_math import sparsify
 
-    updating = FitnessEvaluator(dataclasses.replace(evaluator.setup, update="lr", points=("0.5",)))
+    refit = {"lr": lambda W, drop, H: refit_rows(W, ~drop, H), "obs": lambda W, drop, H: sparsify(W, H, None, fixed=drop)}[update]
+    updating = FitnessEvaluator(dataclasses.replace(evaluator.setup, update=update, points=("0.5",)))
     host, spec = updating.host, updating.specs[0]
     sums = summed_inputs(host.model, host.calibration, models.target_linears(host.model), lambda x: x.T @ x)
     model = copy.deepcopy(host.model)
     for name, lin in models.target_linears(model).items():
         W = updating.W[name]
         drop = masks.mask(W.abs() * updating.leaf("X")[name], spec)
-        lin.weight.data = refit_rows(W, ~drop, sums[name] * 2 / len(host.calibration))
+        lin.weight.data = refit(W, drop, sums[name] * 2 / len(host.calibration))
         assert (lin.weight[drop] == 0).all() and not torch.equal(lin.weight, W.masked_fill(drop, 0))
     expected = perplexity(model, updating.windows["fitness"], torch.device("cpu"), batch_size=4)
     assert updating.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
     plain = eval(evaluator.evaluate("mul(abs(W), X)")["points"])["0.5"]
     assert expected != pytest.approx(plain, rel=1e-4)  # the update changed what is scored (a random model: by 3e-4)
-    assert updating.setup.context()["update"] == "lr" and "update" not in evaluator.setup.context()
+    assert updating.setup.context()["update"] == update and "update" not in evaluator.setup.context()

@@ -38,7 +38,7 @@ def test_lr_is_the_least_squares_optimum_on_each_rows_support():
             assert not torch.allclose(got[r, S], dense[r, S], atol=1e-3)
 
 
-@pytest.mark.parametrize("stages", ["lr", "br", "br+gp", "lr+br", "br+gp+cr"])
+@pytest.mark.parametrize("stages", ["lr", "obs", "br", "br+gp", "lr+br", "obs+br", "br+gp+cr"])
 def test_reconstruction_keeps_every_mask_and_lowers_the_error(stages, monkeypatch):
     calibration = torch.randint(0, 96, (8, 16))
     plain, refit = tiny_llama(11, layers=2), tiny_llama(11, layers=2)
@@ -133,6 +133,7 @@ def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path)
     ("gp", "write br+gp"),
     ("br+cr", "write br+gp+cr"),
     ("lr+zz", "unknown reconstruction 'zz'"),
+    ("lr+obs", "choose one"),
 ])
 def test_bad_reconstructions_are_one_line(text, message, tiny_dir, capsys):
     from evolve.cli import main

@@ -69,6 +69,20 @@ def error(W0, W, X):
     return (X @ (W0 - W).T).pow(2).sum().item()
 
 
+@pytest.mark.parametrize("spec", [Sparsity.parse("unstructured", 0.5), Sparsity.parse("2:4")])
+def test_a_fixed_mask_gets_sparsegpts_own_sweep(spec):
+    """Given the mask SparseGPT chose, the fixed-mask sweep is SparseGPT to the bit; given another mask it
+    prunes exactly that one and still updates what it keeps."""
+    W, X = layer(3)
+    H = (X.T @ X).float()
+    chosen = sparsify(W, H, spec)
+    assert torch.equal(sparsify(W, H, None, fixed=chosen == 0), chosen)
+    other = masks.mask(W.abs() * X.norm(dim=0), spec)  # Wanda's mask
+    updated = sparsify(W, H, None, fixed=other)
+    assert torch.equal(updated == 0, other)
+    assert not torch.allclose(updated, W.float().masked_fill(other, 0))
+
+
 def test_reconstruction_error_ranks_between_magnitude_wanda_and_least_squares():
     W0, X = layer(2, rows=24, cols=32, tokens=400)
     W0, X = W0.float(), X.float()
