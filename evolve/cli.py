@@ -144,7 +144,8 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--language", dest="search.language", help="search space: pruner-zero (its primitives, the "
                         "default) or evolve (also divrow and divcol, the row and column reductions)")
     search.add_argument("--leaves", dest="search.leaves", type=_words,
-                        help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian diagonal)")
+                        help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian "
+                        "diagonal, M and V DSnoT's mean and variance of each input channel)")
     search.add_argument("--group", dest="search.group", help="where an unstructured point's scores compete: row "
                         "(default), column or layer; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "

@@ -2,7 +2,8 @@
 
 Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves (LEAVES): W
 (out, in) weights, X (1, in) input norms, G (out, in) gradient magnitudes, D (1, in) SparseGPT's inverse
-Hessian diagonal; broadcasting lets X and D meet W. Reductions
+Hessian diagonal, M and V (1, in) each input channel's mean and variance (DSnoT's); broadcasting lets the
+per-input leaves meet W. Reductions
 (mms, zsn, the norm in div) run over the whole tensor they receive, except those of divrow and divcol
 (ours, not Pruner-Zero's), which divide by the sum of |y| along each row (over the inputs: (out, 1)) or
 each column (over the outputs: (1, in)), so that RIA's relative importance is a metric of the language.
@@ -108,5 +109,8 @@ LEAVES = {
         Leaf("G", "weight", True, 1e-3, "the L2 norm over calibration samples of each weight's gradient of the LM loss"),
         # SparseGPT's saliency is divcol(sqr(W), D): dividing by a (1, in) leaf's column sum divides by the leaf
         Leaf("D", "input", True, 1e-3, "SparseGPT's saliency denominator [U]_jj^2, U^T U = (H + damp I)^-1, U upper"),
+        # DSnoT's statistics of each input channel over the calibration tokens (Zhang et al., ICLR 2024)
+        Leaf("M", "input", False, 0.05, "the signed mean of each input channel over the calibration tokens"),
+        Leaf("V", "input", True, 0.1, "the variance of each input channel over the calibration tokens"),
     )
 }

@@ -43,7 +43,7 @@ def assign(score: torch.Tensor, order: torch.Tensor, n: int, m: int, position: i
     threshold = others.topk(n, dim=2).values[:, :, -1]  # (rows, groups)
     candidates = ordered[:, :, position]  # (rows, groups): the channel now at `position` of each group
     chunk = max(1, 2**24 // candidates.numel())  # groups per step: (rows, chunk, groups) stays near 64 MB
-    gain = torch.cat([(candidates.unsqueeze(1) - threshold[:, g:g + chunk, None]).clamp(min=0).sum(dim=0)
+    gain = torch.cat([(candidates.unsqueeze(1) - threshold[:, g:g + chunk, None]).clamp_(min=0).sum(dim=0)
                       for g in range(0, groups, chunk)])  # (group, candidate)
     _, chosen = linear_sum_assignment(gain.double().numpy(), maximize=True)  # chosen[g]: the candidate group g takes
     moved = order.clone()

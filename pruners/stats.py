@@ -39,7 +39,25 @@ class Hessian:
         return self.sum * (2 / samples)
 
 
-COLLECTORS = {"X": InputNorm, "H": Hessian}
+class InputMoments:
+    """(2, in): each input channel's mean and (population) variance over every calibration token, DSnoT's
+    statistics; float64 sums, since a variance is a difference of two large sums."""
+
+    def __init__(self, linear: nn.Linear):
+        self.sum = torch.zeros(2, linear.in_features, dtype=torch.float64, device=linear.weight.device)
+        self.tokens = 0
+
+    def add(self, x: torch.Tensor) -> None:  # x: (..., in)
+        flat = x.reshape(-1, x.shape[-1]).double()  # (tokens, in)
+        self.sum += torch.stack([flat.sum(dim=0), flat.pow(2).sum(dim=0)])
+        self.tokens += flat.shape[0]
+
+    def result(self, samples: int) -> torch.Tensor:
+        mean, square = self.sum / self.tokens
+        return torch.stack([mean, square - mean.pow(2)]).float()
+
+
+COLLECTORS = {"X": InputNorm, "H": Hessian, "moments": InputMoments}
 
 
 def obs_diagonal(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -58,4 +76,6 @@ def obs_diagonal(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
 WALKED_LEAVES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
     "X": ("X", lambda X: X),
     "D": ("H", obs_diagonal),
+    "M": ("moments", lambda moments: moments[0:1]),
+    "V": ("moments", lambda moments: moments[1:2].clamp(min=0)),  # a constant channel may round below 0
 }

@@ -213,3 +213,21 @@ def test_an_update_refits_each_kept_weight_on_the_dense_hessian_and_is_scored_af
     plain = eval(evaluator.evaluate("mul(abs(W), X)")["points"])["0.5"]
     assert expected != pytest.approx(plain, rel=1e-4)  # the update changed what is scored (a random model: by 3e-4)
     assert updating.setup.context()["update"] == update and "update" not in evaluator.setup.context()
+
+
+def test_the_m_and_v_leaves_are_each_input_channels_mean_and_variance_over_calibration_tokens(evaluator):
+    """M and V of every target from the walker equal the mean and variance of its inputs gathered by hooks on
+    the whole dense model, and a metric reading them is scored with them."""
+    model, calibration = evaluator.host.model, evaluator.host.calibration
+    linears = models.target_linears(model)
+    sums = summed_inputs(model, calibration, linears, lambda x: torch.stack([x.double().sum(0), x.double().pow(2).sum(0)]))
+    tokens = calibration.numel()
+    M, V = evaluator.leaf("M"), evaluator.leaf("V")
+    assert M.keys() == V.keys() == sums.keys()
+    for name, (total, squares) in sums.items():
+        mean = total / tokens
+        assert torch.allclose(M[name].double(), mean.unsqueeze(0), rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(V[name].double(), (squares / tokens - mean**2).unsqueeze(0), rtol=1e-4, atol=1e-6), name
+        assert (M[name] < 0).any() and (V[name] > 0).all()  # signed means, positive variances
+    with_v = eval(evaluator.evaluate("mul(abs(W), sqrt(V))")["points"])
+    assert with_v != pytest.approx(eval(evaluator.evaluate("abs(W)")["points"]), rel=1e-4)
