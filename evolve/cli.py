@@ -228,6 +228,8 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
     c, points = cfg.compare, []
     if c.blocks and "blocks" not in c.patterns:
         raise InputError("--blocks gives the points of pattern blocks: add blocks to --pattern")
+    if c.permute and not any(":" in p for p in c.patterns):
+        raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
     for pattern in c.patterns:
         if pattern == "unstructured":
             points += [Sparsity.parse(pattern, s, allocation=a) for s in c.sparsities for a in c.allocations or ["uniform"]]

@@ -52,6 +52,8 @@ class FitnessSetup:
     update: str = "none"  # after the mask, each linear's kept weights refitted: "lr" or "obs" (pruners.reconstruct)
 
     def specs(self) -> list[Sparsity]:
+        if self.permute and not any(":" in p for p in self.points):
+            raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
         return [Sparsity.parse(p, permute=self.permute) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
                 for p in self.points]
 

@@ -216,8 +216,10 @@ class Search:
         return counts
 
     def inspect(self, ind) -> tuple[str, bool]:
-        """(key, degenerate?) of an individual, its key exact for the comparisons this search makes."""
-        return inspect(str(ind), self.cfg.search.group == "row")
+        """(key, degenerate?) of an individual, its key exact for the comparisons this search makes: a channel
+        permutation sums scores over rows to order the channels, so under --permute a per-row factor counts."""
+        s = self.cfg.search
+        return inspect(str(ind), s.group == "row" and not s.permute)
 
     def workers(self):
         if self.pool is None:

@@ -108,3 +108,27 @@ def test_permuted_model_saves_reloads_and_its_orders_make_every_linear_2_4(tiny_
         gathered = torch.nn.functional.linear(x[:, orders[name]], linear.weight[:, orders[name]])
         assert torch.allclose(gathered, linear(x), atol=1e-6)
     assert permuted > len(linears) // 2  # a random model's layers gain from reordering
+
+
+def test_a_per_row_factor_changes_a_permuted_mask():
+    """Why a permuted search keys per-row factors apart: the channel order sums scores over rows."""
+    torch.manual_seed(2)
+    score = torch.rand(6, 16) ** 3
+    rows = torch.tensor([[100.0], [1], [1], [1], [1], [1]])  # one row weighs far more in the column sums
+    assert masks.mask(score * rows, Sparsity.parse("2:4")).equal(masks.mask(score, Sparsity.parse("2:4")))
+    assert not masks.mask(score * rows, PERMUTED).equal(masks.mask(score, PERMUTED))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["baseline", "--pattern", "unstructured", "--permute"], "not for pattern unstructured"),
+    (["baseline", "--method", "sparsegpt", "--pattern", "2:4", "--permute"], "--permute is for the score methods"),
+    (["compare", "--methods", "wanda", "--pattern", "unstructured", "--permute"], "add one to --pattern"),
+    (["search", "--pattern", "unstructured", "--permute"], "add one to --pattern"),
+    (["search", "--update", "xx"], "search.update"),
+])
+def test_bad_permute_and_update_flags_are_one_line_before_any_model_loads(args, message, capsys):
+    from evolve.cli import main
+
+    assert main([*args, "--model", "no-such-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -96,12 +96,15 @@ def test_a_layer_search_names_its_group_and_apply_prunes_by_it(tiny_dir, tmp_pat
 
 
 def test_a_per_row_search_gives_rank_equal_metrics_one_key(tiny_dir, tmp_path):
-    """Per-row points and 2:4 cannot tell a per-row factor: one key, one evaluation; a layer search can."""
+    """Per-row points and 2:4 cannot tell a per-row factor: one key, one evaluation; a layer search can, and
+    so can a permuted 2:4 point, whose channel order sums the scores over rows."""
     same = [metrics.parse(e) for e in ("mul(sqr(W), X)", "divrow(mul(sqr(W), X), W)")]
-    for group, keys in (("row", 1), ("layer", 2)):
-        (tmp_path / group).mkdir()
-        engine = Search(search_config(tiny_dir, group=group, language="evolve"), tmp_path / group, lambda setup: None, log=lambda _: None)
-        assert len({engine.inspect(engine.individual(tree))[0] for tree in same}) == keys, group
+    for group, permute, keys in (("row", False, 1), ("layer", False, 2), ("row", True, 2)):
+        folder = tmp_path / f"{group}-{permute}"
+        folder.mkdir()
+        engine = Search(search_config(tiny_dir, group=group, language="evolve", permute=permute), folder, lambda setup: None,
+                        log=lambda _: None)
+        assert len({engine.inspect(engine.individual(tree))[0] for tree in same}) == keys, (group, permute)
 
 
 def stored(run_dir) -> int:
