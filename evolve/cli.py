@@ -147,7 +147,8 @@ def parser() -> argparse.ArgumentParser:
                         help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian "
                         "diagonal, M and V DSnoT's mean and variance of each input channel)")
     search.add_argument("--group", dest="search.group", help="where an unstructured point's scores compete: row "
-                        "(default), column or layer; the metric file names it and apply prunes by it")
+                        "(default), column or layer, or a comma list (row,layer) that each individual carries one "
+                        "of as a gene; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
                         "uniform (default) or owl")
     search.add_argument("--permute", dest="search.permute", action="store_true", default=None,

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from metrics.ops import LEAVES
 from pruners.errors import InputError
+from pruners.spec import GROUPS
 
 
 class Section(BaseModel):
@@ -96,8 +97,9 @@ class SearchConfig(Section):
     # the statistics the trees read (metrics.ops.LEAVES); D, SparseGPT's inverse Hessian diagonal, is a switch
     leaves: list[str] = ["W", "X", "G"]
     # where an unstructured point's scores compete: per output row (Wanda's), per input column, or over a whole
-    # layer (SparseGPT's block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it
-    group: Literal["row", "column", "layer"] = "row"
+    # layer (SparseGPT's block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it.
+    # A comma list ("row,layer") makes it a gene: each individual carries one of them, and mutation may change it
+    group: str = "row"
     # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores)
     allocation: Literal["uniform", "owl"] = "uniform"
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
@@ -109,6 +111,15 @@ class SearchConfig(Section):
     # Hessian, "lr" exactly (least squares per row) or "obs" by SparseGPT's sweep (20-50x cheaper on a CPU),
     # so that the search looks for the mask that is best after an update
     update: Literal["none", "lr", "obs"] = "none"
+
+    @field_validator("group")
+    @classmethod
+    def _known_groups(cls, group):
+        groups = list(dict.fromkeys(g.strip() for g in group.split(",")))
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown:
+            raise ValueError(f"unknown comparison group {', '.join(unknown)}; choose among {', '.join(GROUPS)}")
+        return ",".join(groups)
 
     @field_validator("leaves")
     @classmethod

@@ -45,7 +45,7 @@ class FitnessSetup:
     recalibrate: bool
     validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
     leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
-    group: str = "row"  # where the scores of an unstructured point compete: "row" or "layer"
+    group: str = "row"  # where an unstructured point's scores compete: row, column, layer, or a comma list (a gene)
     allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
     calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
     permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
@@ -54,8 +54,12 @@ class FitnessSetup:
     def specs(self) -> list[Sparsity]:
         if self.permute and not any(":" in p for p in self.points):
             raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
-        return [Sparsity.parse(p, permute=self.permute) if ":" in p else Sparsity.parse("unstructured", float(p), self.group, allocation=self.allocation)
-                for p in self.points]
+        return [Sparsity.parse(p, permute=self.permute) if ":" in p else
+                Sparsity.parse("unstructured", float(p), self.groups()[0], allocation=self.allocation) for p in self.points]
+
+    def groups(self) -> list[str]:
+        """The comparison groups a candidate may carry; the first is the one a candidate without its own gets."""
+        return self.group.split(",")
 
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
@@ -132,10 +136,12 @@ class FitnessEvaluator:
                 [[self.W[n].abs() * X[n] for n in self.targets if block_of(n) == b] for b in range(blocks)], spec.ratio)
         return self._block_sparsities[spec, seed]
 
-    def prune(self, tree: metrics.Node, spec: Sparsity, seed: int | None = None) -> None:
+    def prune(self, tree: metrics.Node, spec: Sparsity, seed: int | None = None, group: str | None = None) -> None:
         """The dense model pruned in place with `tree` at `spec`, its statistics from calibration draw `seed`
-        (None: the setup's own)."""
+        (None: the setup's own), an unstructured point's scores compared inside `group` (None: the spec's)."""
         seed = self.setup.seed if seed is None else seed
+        if group and not spec.nm:
+            spec = replace(spec, group=group)
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
             G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
@@ -172,16 +178,18 @@ class FitnessEvaluator:
                     return math.exp(total / predicted), True
         return math.exp(total / predicted), False
 
-    def evaluate(self, expression: str, thresholds: dict[str, float] | None = None, split: str = "fitness") -> dict:
-        """{fitness, status, error, points, seconds} on the split's tokens ('fitness' or 'validation');
-        never raises for a bad candidate. `thresholds`: per point, the perplexity above which its first
+    def evaluate(self, expression: str, thresholds: dict[str, float] | None = None, split: str = "fitness",
+                 group: str | None = None) -> dict:
+        """{fitness, status, error, points, seconds} on the split's tokens ('fitness' or 'validation'), the
+        unstructured points compared inside the candidate's `group` (None: the setup's first); never raises
+        for a bad candidate. `thresholds`: per point, the perplexity above which its first
         windows stop the candidate (points differ several-fold, 2:4 against 50%, so one bound cannot serve all)."""
         start = time.perf_counter()
         points, status, error = {}, "ok", ""
         try:
             tree = metrics.parse(expression)
             for seed, spec, label in self.runs:
-                self.prune(tree, spec, seed)
+                self.prune(tree, spec, seed, group)
                 ppl, stopped = self.perplexity((thresholds or {}).get(label), split)
                 points[label] = ppl
                 if stopped:

@@ -34,6 +34,10 @@ DATABASE = "evaluations.sqlite"
 # canonical keys stay exact rationals and the store finds a metric again.
 CONSTANTS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0)
 
+# With the comparison group a gene (`--group row,layer`), the share of mutations that change an individual's
+# group instead of its tree: its tree keeps its fitness landscape, and a group that suits it is one step away.
+GROUP_MUTATION = 0.2
+
 
 def _constant() -> float:
     return random.choice(CONSTANTS)
@@ -115,7 +119,7 @@ class Search:
         s = cfg.search
         tb = base.Toolbox()
         tb.register("expr", gp.genHalfAndHalf, pset=self.pset, min_=s.init_min_height, max_=s.init_max_height)
-        tb.register("individual", tools.initIterate, creator.MetricTree, tb.expr)
+        tb.register("tree", tools.initIterate, creator.MetricTree, tb.expr)
         tb.register("select", tools.selTournament, tournsize=s.tournament)
         tb.register("mate", gp.cxOnePoint)
         tb.register("subtree", gp.genFull, min_=0, max_=2)
@@ -125,6 +129,8 @@ class Search:
         tb.decorate("mutate", limit)
         self.tb = tb
         self.setup = fitness_setup(cfg)
+        self.groups = self.setup.groups()
+        self.gene = len(self.groups) > 1  # each individual carries its comparison group
         self.store_name = DATABASE
         self.store = Store(str(run_dir / DATABASE), self.setup.context())
         self.validation = Store(str(run_dir / DATABASE), self.setup.validation_context()) if s.validation_tokens else None
@@ -133,13 +139,17 @@ class Search:
 
     # --- trees ---------------------------------------------------------------------------------
     def _mutate(self, ind):
+        if self.gene and random.random() < GROUP_MUTATION:
+            ind.group = random.choice([g for g in self.groups if g != ind.group])
+            return (ind,)
         if random.random() < 0.5:
             return gp.mutNodeReplacement(ind, pset=self.pset)
         return gp.mutUniform(ind, expr=self.tb.subtree, pset=self.pset)
 
-    def individual(self, node: metrics.Node):
-        """A DEAP tree of `node`. Constants become terminals of the set's one type: DEAP's own from_string
-        would type them int or float, and a later mutation could then find no primitive of that type."""
+    def individual(self, node: metrics.Node, group: str | None = None):
+        """A DEAP tree of `node` whose unstructured points compare inside `group` (None: the search's first).
+        Constants become terminals of the set's one type: DEAP's own from_string would type them int or
+        float, and a later mutation could then find no primitive of that type."""
 
         def prefix(n: metrics.Node):
             if n.args or n.op in metrics.LEAVES:
@@ -149,14 +159,21 @@ class Search:
             else:
                 yield gp.Terminal(n.op, True, self.pset.ret)  # symbolic: printed as written, "0.001"
 
-        return creator.MetricTree(list(prefix(node)))
+        out = creator.MetricTree(list(prefix(node)))
+        out.group = group or self.groups[0]
+        return out
+
+    def random_individual(self):
+        ind = self.tb.tree()
+        ind.group = random.choice(self.groups) if self.gene else self.groups[0]
+        return ind
 
     def simplified(self, ind):
         """The offspring as its simplest equivalent tree (same mask, fewer nodes); keeps a valid fitness."""
         node = metrics.simplify(metrics.parse(str(ind)))
         if str(node) == str(ind):
             return ind
-        out = self.individual(node)
+        out = self.individual(node, ind.group)
         if ind.fitness.valid:
             out.fitness.values = ind.fitness.values
         return out
@@ -164,11 +181,11 @@ class Search:
     def initial_population(self) -> list:
         s = self.cfg.search
         pop, keys = [], set()
-        candidates = [self.individual(tree) for tree in seed_trees(s)]
+        candidates = [self.individual(tree, group) for tree in seed_trees(s) for group in self.groups]
         for _ in range(200 * s.population):
             if len(pop) == s.population:
                 break
-            ind = self.simplified(candidates.pop(0) if candidates else self.tb.individual())
+            ind = self.simplified(candidates.pop(0) if candidates else self.random_individual())
             key, degenerate = self.inspect(ind)
             if not degenerate and key not in keys:
                 keys.add(key)
@@ -197,18 +214,18 @@ class Search:
                 fitness[key] = stored.fitness
                 counts["cache_hits"] += 1
             else:
-                jobs[key] = str(ind)
+                jobs[key] = (str(ind), ind.group)
         if jobs:
             progress = results.progress(len(jobs), f"gen {self.generation}")
 
             def on_result(job, result):
-                key, expression = job
+                key, expression, _ = job
                 self.store.put(evaluation(key, expression, result))
                 fitness[key] = result["fitness"]
                 counts["evaluations"] += 1
                 progress.update(1)
 
-            self.workers().map(list(jobs.items()), thresholds, on_result)
+            self.workers().map([(key, *job) for key, job in jobs.items()], thresholds, on_result)
             progress.close()
         for ind in population:
             if not ind.fitness.valid:
@@ -216,10 +233,15 @@ class Search:
         return counts
 
     def inspect(self, ind) -> tuple[str, bool]:
-        """(key, degenerate?) of an individual, its key exact for the comparisons this search makes: a channel
-        permutation sums scores over rows to order the channels, so under --permute a per-row factor counts."""
-        s = self.cfg.search
-        return inspect(str(ind), s.group == "row" and not s.permute)
+        """(key, degenerate?) of an individual, its key exact for the comparisons it makes: a channel
+        permutation sums scores over rows to order the channels, so under --permute a per-row factor counts.
+        With the group a gene the key names the group, since one tree prunes differently in each."""
+        key, degenerate = inspect(str(ind), ind.group == "row" and not self.cfg.search.permute)
+        return (f"{ind.group}: {key}" if self.gene else key), degenerate
+
+    def label(self, ind) -> str:
+        """The individual as the log shows it: its tree, and its group when that is a gene."""
+        return f"{ind.group}: {ind}" if self.gene else str(ind)
 
     def workers(self):
         if self.pool is None:
@@ -238,19 +260,19 @@ class Search:
         for entry in results.hall_of_fame(self.seen, self.cfg.search.validate_top):
             stored = self.validation.get(entry["key"])
             if stored is None:
-                jobs[entry["key"]] = entry["expression"]
+                jobs[entry["key"]] = (entry["expression"], entry.get("group", self.groups[0]))
             else:
                 self.seen[entry["key"]]["validation"] = stored.fitness
         if jobs:
             progress = results.progress(len(jobs), "validation")
 
             def on_result(job, result):
-                key, expression = job
+                key, expression, _ = job
                 self.validation.put(evaluation(key, expression, result))
                 self.seen[key]["validation"] = result["fitness"]
                 progress.update(1)
 
-            self.workers().map(list(jobs.items()), None, on_result, split="validation")
+            self.workers().map([(key, *job) for key, job in jobs.items()], None, on_result, split="validation")
             progress.close()
         best = results.best(self.seen)
         self.log(f"validation: best {best['validation']:.3f} (fitness {best['fitness']:.3f})  {best['expression']}")
@@ -260,7 +282,7 @@ class Search:
     def checkpoint(self, population) -> None:
         state = {
             "generation": self.generation,
-            "population": [(str(ind), ind.fitness.values[0]) for ind in population],
+            "population": [(str(ind), ind.fitness.values[0], ind.group) for ind in population],
             "random": random.getstate(),
             "seen": self.seen,
             "logbook": self.logbook,
@@ -274,8 +296,8 @@ class Search:
         random.setstate(state["random"])
         self.generation, self.seen, self.logbook = state["generation"], state["seen"], state["logbook"]
         population = []
-        for expression, value in state["population"]:
-            ind = self.individual(metrics.parse(expression))
+        for expression, value, *group in state["population"]:  # checkpoints before the group gene hold no group
+            ind = self.individual(metrics.parse(expression), *group)
             ind.fitness.values = (value,)
             population.append(ind)
         return population
@@ -286,7 +308,7 @@ class Search:
             key = self.inspect(ind)[0]
             if key not in self.seen and ind.fitness.values[0] < WORST:
                 self.seen[key] = {
-                    "key": key, "expression": str(ind), "fitness": ind.fitness.values[0],
+                    "key": key, "expression": str(ind), "group": ind.group, "fitness": ind.fitness.values[0],
                     "complexity": len(ind), "generation": self.generation,
                 }
 
@@ -295,7 +317,7 @@ class Search:
         best = min(population, key=lambda ind: ind.fitness.values[0])
         row = {
             "generation": self.generation, **counts, "best": values[0], "median": values[len(values) // 2],
-            "best_expression": str(best), "seconds": round(seconds, 2),
+            "best_expression": self.label(best), "seconds": round(seconds, 2),
         }
         self.logbook.append(row)
         self.log(

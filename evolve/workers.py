@@ -1,4 +1,4 @@
-"""Evaluators: where candidates are evaluated. Both take a list of (key, expression) jobs, on the fitness
+"""Evaluators: where candidates are evaluated. Both take a list of (key, expression, group) jobs, on the fitness
 or the validation tokens, and report each result through a callback the moment it is known, so the
 store commits it at once.
 
@@ -18,7 +18,7 @@ from evolve.store import WORST
 from pruners.device import default_threads
 from pruners.errors import InputError
 
-Job = tuple[str, str]  # (canonical key, expression)
+Job = tuple[str, str, str]  # (canonical key, expression, comparison group of its unstructured points)
 OnResult = Callable[[Job, dict], None]
 
 
@@ -33,7 +33,7 @@ class SerialPool:
 
     def map(self, jobs: list[Job], thresholds: dict[str, float] | None, on_result: OnResult, split: str = "fitness") -> None:
         for job in jobs:
-            on_result(job, {**self.evaluator.evaluate(job[1], thresholds, split), "worker": "serial"})
+            on_result(job, {**self.evaluator.evaluate(job[1], thresholds, split, job[2]), "worker": "serial"})
 
     def close(self) -> None:
         pass
@@ -50,8 +50,8 @@ class _Actor:
         # Loading the model, X and G take minutes: say each stage (Ray forwards it to the driver's terminal).
         self.evaluator = FitnessEvaluator(setup, log=lambda message: print(f"worker {self.name}: {message}", flush=True))
 
-    def evaluate(self, expression: str, thresholds, split: str):
-        return {**self.evaluator.evaluate(expression, thresholds, split), "worker": self.name}
+    def evaluate(self, expression: str, thresholds, split: str, group: str):
+        return {**self.evaluator.evaluate(expression, thresholds, split, group), "worker": self.name}
 
     def pid(self) -> int:
         return os.getpid()
@@ -120,7 +120,7 @@ class RayPool:
         while pending or running:
             while pending and idle:
                 (job, attempt), i = pending.popleft(), idle.popleft()
-                running[self.actors[i].evaluate.remote(job[1], thresholds, split)] = (i, job, attempt, time.monotonic())
+                running[self.actors[i].evaluate.remote(job[1], thresholds, split, job[2])] = (i, job, attempt, time.monotonic())
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
                 i, job, attempt, start = running.pop(ref)

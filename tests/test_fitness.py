@@ -2,6 +2,7 @@
 evolve.perplexity over the same windows (what `evolve eval` reports)."""
 import copy
 import dataclasses
+import json
 import math
 
 import pytest
@@ -147,6 +148,10 @@ def test_a_layer_group_compares_a_points_scores_over_the_whole_layer(evaluator):
     assert layered.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
     per_row = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, cpu, batch_size=4)
     assert expected != pytest.approx(per_row, rel=1e-4)
+    # a gene search's candidate names its group: a per-row setup told "layer" prunes over the layer
+    told = evaluator.evaluate("mul(abs(W), X)", group="layer")
+    assert json.loads(told["points"])["0.5"] == pytest.approx(expected, rel=1e-5)
+    assert json.loads(told["points"])["2:4"] == json.loads(evaluator.evaluate("mul(abs(W), X)")["points"])["2:4"]  # N:M has no group
     # its fitness is not a per-row one: the store keeps them apart (and per-row contexts read as before)
     assert layered.setup.context()["group"] == "layer" and "group" not in evaluator.setup.context()
 

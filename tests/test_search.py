@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import evolve.fitness
 import metrics
@@ -145,8 +146,8 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_dir, tmp_path,
 class NaNOnce(evolve.fitness.FitnessEvaluator):
     """Every pruned model whose metric mentions G gives NaN logits: a candidate gone bad mid-search."""
 
-    def prune(self, tree, spec, seed=None):
-        super().prune(tree, spec, seed)
+    def prune(self, tree, spec, *args):
+        super().prune(tree, spec, *args)
         if "G" in str(tree) or self.setup.leaves == ("W", "G"):
             next(iter(self.targets.values())).weight.data.fill_(float("nan"))
 
@@ -188,6 +189,8 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "seed metric 'divcol(sqr(W), D)' reads D, not among the search's leaves W,X,G" in capsys.readouterr().err
     assert main(["search", "--leaves", "X,D", "--out", str(tmp_path / "z")]) == 2
     assert "no leaf per weight" in capsys.readouterr().err
+    assert main(["search", "--group", "row,block", "--out", str(tmp_path / "z")]) == 2
+    assert "unknown comparison group block; choose among row, column, layer" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
 
 
@@ -254,18 +257,18 @@ class OraclePool:
         self.jobs = []  # the fitness jobs of each call, in order
         self.validated = []  # the validation jobs
 
-    def drop(self, expression: str):
+    def drop(self, expression: str, group: str = "row"):
         import metrics
         from pruners import masks
 
         score = metrics.compile_metric(metrics.parse(expression))(W=self.W, X=self.X, G=self.G)
-        return masks.mask(score, self.spec, "row")
+        return masks.mask(score, self.spec, group)
 
     def map(self, jobs, threshold, on_result, split="fitness"):
-        (self.jobs if split == "fitness" else self.validated).append([expression for _, expression in jobs])
+        (self.jobs if split == "fitness" else self.validated).append([expression for _, expression, _ in jobs])
         for job in jobs:
             try:
-                fitness = 1 + (self.drop(job[1]) != self.target[split]).float().mean().item()
+                fitness = 1 + (self.drop(job[1], job[2]) != self.target[split]).float().mean().item()
             except FloatingPointError:
                 fitness = WORST
             on_result(job, {"fitness": fitness, "status": "ok", "error": "", "points": "{}", "seconds": 0.0, "worker": "oracle"})
@@ -370,15 +373,17 @@ def test_early_stop_bounds_each_point_by_the_best_individuals_perplexity_there(t
         assert thresholds == pytest.approx({"0.5": 3 * best, "2:4": 12 * best})  # elitism keeps the best so far
 
 
-def test_resume_in_process_ends_like_an_uninterrupted_run(tmp_path):
-    """The checkpoint keeps the population, its fitness, the random state, the hall of fame and the logbook:
-    two generations, then a resumed search to eight, ends exactly where eight in one go end."""
+@pytest.mark.parametrize("group", ["row", "row,layer"])
+def test_resume_in_process_ends_like_an_uninterrupted_run(tmp_path, group):
+    """The checkpoint keeps the population, its fitness (and groups, when they are a gene), the random state,
+    the hall of fame and the logbook: two generations, then a resumed search to eight, ends exactly where
+    eight in one go end."""
     whole, pools = tmp_path / "whole", []
-    oracle_search(whole, pools)
+    oracle_search(whole, pools, group=group)
     stopped = tmp_path / "stopped"
-    oracle_search(stopped, pools, generations=2)
+    oracle_search(stopped, pools, generations=2, group=group)
     random.seed(1234)  # as in a fresh process: the random state must come from the checkpoint
-    resumed = Search(search_config("smollm2-135m", population=16, generations=8), stopped,
+    resumed = Search(search_config("smollm2-135m", population=16, generations=8, group=group), stopped,
                      lambda setup: pools.append(OraclePool(setup)) or pools[-1], log=lambda _: None)
     resumed.run(resume=True)
     assert resumed.generation == 8
@@ -418,3 +423,62 @@ def test_a_search_killed_in_generation_0_resumes_without_losing_an_evaluation(ti
     assert "resuming in generation 0 (2 evaluations stored)" in capsys.readouterr().out
     assert calls[0] == 6 - 2  # the two finished evaluations came from the store
     assert hall(tmp_path / "b" / "killed") == hall(tmp_path / "a" / "whole")
+
+
+class LayerOraclePool(OraclePool):
+    """The oracle whose target is Wanda's decision compared over the whole layer: only a candidate evaluated in
+    the layer group can reach it."""
+
+    def __init__(self, setup):
+        super().__init__(setup)
+        self.target["fitness"] = self.drop("mul(abs(W), X)", "layer")
+        self.groups = []  # the group of every fitness job
+
+    def map(self, jobs, threshold, on_result, split="fitness"):
+        self.groups += [group for _, _, group in jobs]
+        super().map(jobs, threshold, on_result, split)
+
+
+def test_the_group_as_a_gene_finds_the_group_its_tree_needs(tmp_path):
+    """--group row,layer: every individual carries a group, each seed enters once per group with its own key,
+    the evaluator is told the candidate's group, and best_metric.json names the group that won."""
+    pools = []
+    engine = oracle_search(tmp_path / "run", pools, LayerOraclePool, group="row,layer", seed_metrics=["mul(abs(W), X)"],
+                           validation_tokens=0)
+    (pool,) = pools
+    assert set(pool.groups) == {"row", "layer"} and engine.gene
+    fame = hall(tmp_path / "run")
+    seeds = {r["group"]: r for r in fame if r["expression"] == "mul(abs(W), X)"}
+    assert set(seeds) == {"row", "layer"} and seeds["row"]["key"] != seeds["layer"]["key"]
+    assert float(seeds["layer"]["fitness"]) == 1.0 < float(seeds["row"]["fitness"])  # the layer's decision, exactly
+    saved = json.loads((tmp_path / "run" / "best_metric.json").read_text())
+    assert saved["group"] == "layer" and float(fame[0]["fitness"]) == 1.0
+    assert logbook(tmp_path / "run")[0]["best_expression"].startswith("layer: ")
+
+
+def test_group_mutation_stays_among_the_searchs_groups_and_keys_tell_groups_apart(tmp_path):
+    """A mutation may move an individual to another of the search's groups (never outside them); with the group
+    a gene, a tree's key differs per group wherever its masks differ (mul(abs(W), X): per row, per column and
+    over the layer all prune differently on a probe layer)."""
+    from pruners import masks
+    from pruners.spec import Sparsity
+
+    engine = Search(search_config("smollm2-135m", group="row,column,layer"), tmp_path, lambda setup: None, log=lambda _: None)
+    tree = metrics.parse("mul(abs(W), X)")
+    keys = {group: engine.inspect(engine.individual(tree, group))[0] for group in ("row", "column", "layer")}
+    assert len(set(keys.values())) == 3
+    W, X = torch.randn(8, 16), torch.rand(1, 16)
+    score = metrics.compile_metric(tree)(W=W, X=X)
+    dropped = [masks.mask(score, Sparsity.parse("unstructured", 0.5), group) for group in ("row", "column", "layer")]
+    assert not any(torch.equal(a, b) for a, b in ((dropped[0], dropped[1]), (dropped[0], dropped[2]), (dropped[1], dropped[2])))
+    simpler = engine.simplified(engine.individual(metrics.parse("mul(abs(abs(W)), X)"), "column"))
+    assert (str(simpler), simpler.group) == ("mul(abs(W), X)", "column")  # simplifying keeps the group
+    random.seed(0)
+    seen = set()
+    for _ in range(200):
+        ind = engine.individual(tree, "row")
+        (ind,) = engine.tb.mutate(ind)
+        seen.add(ind.group)
+    assert seen == {"row", "column", "layer"}
+    single = Search(search_config("smollm2-135m", group="layer"), tmp_path, lambda setup: None, log=lambda _: None)
+    assert not single.gene and single.inspect(single.individual(tree))[0] == keys["layer"].removeprefix("layer: ")
