@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from evolve import config as configuration
-from evolve.fitness import FitnessEvaluator
+from evolve.fitness import Choice, FitnessEvaluator
 from evolve.perplexity import perplexity
 from evolve.search import Search, fitness_setup
 from evolve.workers import RayPool, SerialPool
@@ -62,7 +62,7 @@ def throughput(fitness_tokens: int) -> None:
     import ray
 
     setup = fitness_setup(config(fitness_tokens))
-    jobs = [(str(i), e, "row") for i, e in enumerate(CANDIDATES)]
+    jobs = [(str(i), e, Choice()) for i, e in enumerate(CANDIDATES)]
     for workers in (1, 2):
         pool = RayPool(setup, workers, None, 3600, log=lambda _: None)
         pool.map(jobs[:workers], None, lambda *_: None)  # warm: every worker has loaded its model

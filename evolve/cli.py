@@ -10,7 +10,7 @@ import pruners
 from evolve import config as configuration
 from evolve import results
 from evolve.workbench import Row, Workbench, check_save_dir, columns, host, say, table, table_header, table_row
-from metrics import MetricError
+from metrics import MetricError, choice_of
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
@@ -150,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default), column or layer, or a comma list (row,layer) that each individual carries one "
                         "of as a gene; the metric file names it and apply prunes by it")
     search.add_argument("--allocation", dest="search.allocation", help="an unstructured point's sparsity per block: "
-                        "uniform (default) or owl")
+                        "uniform (default) or owl, or the list uniform,owl as a gene (as --group)")
     search.add_argument("--permute", dest="search.permute", action="store_true", default=None,
                         help="N:M points: reorder each linear's input channels before its groups form")
     search.add_argument("--update", dest="search.update", help="after each candidate's mask: none (default), lr (the "
@@ -204,6 +204,9 @@ def baseline(cfg: configuration.Config) -> None:
 
 def apply(cfg: configuration.Config, metric: str) -> None:
     cfg.prune.method = f"metric:{metric}"
+    p = cfg.prune
+    if p.allocation is None and p.pattern in (None, "unstructured"):  # spread as the search that found it did
+        p.allocation = choice_of(metric, "allocation", "uniform")
     baseline(cfg)
 
 

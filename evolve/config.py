@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from metrics.ops import LEAVES
 from pruners.errors import InputError
-from pruners.spec import GROUPS
+from pruners.spec import ALLOCATIONS, GROUPS
 
 
 class Section(BaseModel):
@@ -100,8 +100,9 @@ class SearchConfig(Section):
     # layer (SparseGPT's block, magnitude's in its paper); best_metric.json names it and `evolve apply` prunes by it.
     # A comma list ("row,layer") makes it a gene: each individual carries one of them, and mutation may change it
     group: str = "row"
-    # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores)
-    allocation: Literal["uniform", "owl"] = "uniform"
+    # an unstructured point's sparsity per block: the same in every block, or OWL's (by their outlier scores);
+    # a comma list ("uniform,owl") makes it a gene, as the group
+    allocation: str = "uniform"
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
     # so that no metric wins by one draw of calibration text; each draw multiplies the cost of a candidate
     calib_seeds: list[int] = []
@@ -112,14 +113,15 @@ class SearchConfig(Section):
     # so that the search looks for the mask that is best after an update
     update: Literal["none", "lr", "obs"] = "none"
 
-    @field_validator("group")
+    @field_validator("group", "allocation")
     @classmethod
-    def _known_groups(cls, group):
-        groups = list(dict.fromkeys(g.strip() for g in group.split(",")))
-        unknown = [g for g in groups if g not in GROUPS]
+    def _known_values(cls, text, info):
+        known, what = {"group": (GROUPS, "comparison group"), "allocation": (ALLOCATIONS, "allocation")}[info.field_name]
+        values = list(dict.fromkeys(v.strip() for v in text.split(",")))
+        unknown = [v for v in values if v not in known]
         if unknown:
-            raise ValueError(f"unknown comparison group {', '.join(unknown)}; choose among {', '.join(GROUPS)}")
-        return ",".join(groups)
+            raise ValueError(f"unknown {what} {', '.join(unknown)}; choose among {', '.join(known)}")
+        return ",".join(values)
 
     @field_validator("leaves")
     @classmethod

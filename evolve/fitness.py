@@ -27,6 +27,15 @@ from pruners.spec import Sparsity
 
 
 @dataclass(frozen=True)
+class Choice:
+    """What a candidate decides beside its tree, for the unstructured points: where their scores compete and
+    how their sparsity spreads over the blocks. A search makes either a gene by listing several values."""
+
+    group: str = "row"
+    allocation: str = "uniform"
+
+
+@dataclass(frozen=True)
 class FitnessSetup:
     """Everything a fitness depends on; it travels to the workers and names the store's context."""
 
@@ -46,7 +55,7 @@ class FitnessSetup:
     validation_tokens: int = 0  # evaluation tokens after the fitness tokens; 0: no validation
     leaves: tuple[str, ...] = ("W", "X", "G")  # statistics gathered before the first candidate
     group: str = "row"  # where an unstructured point's scores compete: row, column, layer, or a comma list (a gene)
-    allocation: str = "uniform"  # an unstructured point's sparsity per block: "uniform" or "owl"
+    allocation: str = "uniform"  # an unstructured point's sparsity per block: uniform, owl, or a comma list (a gene)
     calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
     permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
     update: str = "none"  # after the mask, each linear's kept weights refitted: "lr" or "obs" (pruners.reconstruct)
@@ -54,12 +63,17 @@ class FitnessSetup:
     def specs(self) -> list[Sparsity]:
         if self.permute and not any(":" in p for p in self.points):
             raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
+        first = self.default_choice()
         return [Sparsity.parse(p, permute=self.permute) if ":" in p else
-                Sparsity.parse("unstructured", float(p), self.groups()[0], allocation=self.allocation) for p in self.points]
+                Sparsity.parse("unstructured", float(p), first.group, allocation=first.allocation) for p in self.points]
 
-    def groups(self) -> list[str]:
-        """The comparison groups a candidate may carry; the first is the one a candidate without its own gets."""
-        return self.group.split(",")
+    def options(self) -> dict[str, list[str]]:
+        """The values a candidate's Choice may take, by field; a field with several is a gene."""
+        return {"group": self.group.split(","), "allocation": self.allocation.split(",")}
+
+    def default_choice(self) -> Choice:
+        """The Choice of a candidate that names none: each field's first value."""
+        return Choice(**{name: values[0] for name, values in self.options().items()})
 
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
@@ -136,12 +150,12 @@ class FitnessEvaluator:
                 [[self.W[n].abs() * X[n] for n in self.targets if block_of(n) == b] for b in range(blocks)], spec.ratio)
         return self._block_sparsities[spec, seed]
 
-    def prune(self, tree: metrics.Node, spec: Sparsity, seed: int | None = None, group: str | None = None) -> None:
+    def prune(self, tree: metrics.Node, spec: Sparsity, seed: int | None = None, choice: Choice | None = None) -> None:
         """The dense model pruned in place with `tree` at `spec`, its statistics from calibration draw `seed`
-        (None: the setup's own), an unstructured point's scores compared inside `group` (None: the spec's)."""
+        (None: the setup's own), an unstructured point as `choice` says (None: as the spec says)."""
         seed = self.setup.seed if seed is None else seed
-        if group and not spec.nm:
-            spec = replace(spec, group=group)
+        if choice and not spec.nm:
+            spec = replace(spec, group=choice.group, allocation=choice.allocation)
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
             G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
@@ -179,17 +193,17 @@ class FitnessEvaluator:
         return math.exp(total / predicted), False
 
     def evaluate(self, expression: str, thresholds: dict[str, float] | None = None, split: str = "fitness",
-                 group: str | None = None) -> dict:
+                 choice: Choice | None = None) -> dict:
         """{fitness, status, error, points, seconds} on the split's tokens ('fitness' or 'validation'), the
-        unstructured points compared inside the candidate's `group` (None: the setup's first); never raises
-        for a bad candidate. `thresholds`: per point, the perplexity above which its first
+        unstructured points pruned as the candidate's `choice` says (None: the setup's first values); never
+        raises for a bad candidate. `thresholds`: per point, the perplexity above which its first
         windows stop the candidate (points differ several-fold, 2:4 against 50%, so one bound cannot serve all)."""
         start = time.perf_counter()
         points, status, error = {}, "ok", ""
         try:
             tree = metrics.parse(expression)
             for seed, spec, label in self.runs:
-                self.prune(tree, spec, seed, group)
+                self.prune(tree, spec, seed, choice)
                 ppl, stopped = self.perplexity((thresholds or {}).get(label), split)
                 points[label] = ppl
                 if stopped:

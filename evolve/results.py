@@ -1,7 +1,7 @@
 """The run folder: everything a person (or `evolve show`) needs, rewritten after every generation.
 
 config.yaml, evaluations.sqlite, logbook.csv, hall_of_fame.csv/.json (complexity, fitness, validation
-once scored, expression, comparison group, key, generation found), pareto.csv (complexity vs perplexity), best_metric.json
+once scored, expression, comparison group and allocation, key, generation found), pareto.csv (complexity vs perplexity), best_metric.json
 (for `evolve apply`: the best by validation once validated, else by fitness), fitness.png and pareto.png."""
 import csv
 import json
@@ -15,7 +15,7 @@ import yaml
 import metrics
 
 HALL_OF_FAME = 20
-COLUMNS = ("complexity", "fitness", "validation", "expression", "group", "key", "generation")
+COLUMNS = ("complexity", "fitness", "validation", "expression", "group", "allocation", "key", "generation")
 
 
 def progress(total: int, stage: str):
@@ -70,9 +70,10 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
     if fame:
         chosen = best(seen)
         scores = {"perplexity": chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
+        first = asdict(setup.default_choice())  # what runs checkpointed before the genes were searched under
         metrics.save(
             str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]),
-            group=chosen.get("group", setup.groups()[0]),  # runs checkpointed before the group gene name none
+            **{name: chosen.get(name, value) for name, value in first.items()},
             fitness={**scores, "generation": chosen["generation"], "context": asdict(setup)},
         )
     plot(run_dir, logbook, front)

@@ -6,7 +6,9 @@ key) never reach a worker, and anything the store already holds is not evaluated
 generation the population and the random state are checkpointed, so `--resume` ends exactly where an
 uninterrupted run ends. At the end the best metrics by fitness are scored again on validation tokens
 that the fitness never saw, and the best by validation is the run's metric."""
+import dataclasses
 import functools
+import itertools
 import json
 import operator
 import pickle
@@ -19,7 +21,7 @@ from deap import base, creator, gp, tools
 import metrics
 from evolve import results
 from evolve.config import Config
-from evolve.fitness import FitnessSetup
+from evolve.fitness import Choice, FitnessSetup
 from evolve.store import WORST, Evaluation, Store
 from metrics.named import NAMED
 from metrics.ops import LANGUAGES, OPS
@@ -34,9 +36,10 @@ DATABASE = "evaluations.sqlite"
 # canonical keys stay exact rationals and the store finds a metric again.
 CONSTANTS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0)
 
-# With the comparison group a gene (`--group row,layer`), the share of mutations that change an individual's
-# group instead of its tree: its tree keeps its fitness landscape, and a group that suits it is one step away.
-GROUP_MUTATION = 0.2
+# With a gene beside the tree (`--group row,layer`, `--allocation uniform,owl`), the share of mutations that
+# change one of an individual's genes instead of its tree: the tree stays, and a choice that suits it is one
+# step away.
+GENE_MUTATION = 0.2
 
 
 def _constant() -> float:
@@ -129,8 +132,8 @@ class Search:
         tb.decorate("mutate", limit)
         self.tb = tb
         self.setup = fitness_setup(cfg)
-        self.groups = self.setup.groups()
-        self.gene = len(self.groups) > 1  # each individual carries its comparison group
+        self.options = self.setup.options()
+        self.genes = [name for name, values in self.options.items() if len(values) > 1]  # each individual's own
         self.store_name = DATABASE
         self.store = Store(str(run_dir / DATABASE), self.setup.context())
         self.validation = Store(str(run_dir / DATABASE), self.setup.validation_context()) if s.validation_tokens else None
@@ -139,15 +142,17 @@ class Search:
 
     # --- trees ---------------------------------------------------------------------------------
     def _mutate(self, ind):
-        if self.gene and random.random() < GROUP_MUTATION:
-            ind.group = random.choice([g for g in self.groups if g != ind.group])
+        if self.genes and random.random() < GENE_MUTATION:
+            gene = random.choice(self.genes)
+            value = random.choice([v for v in self.options[gene] if v != getattr(ind.choice, gene)])
+            ind.choice = dataclasses.replace(ind.choice, **{gene: value})
             return (ind,)
         if random.random() < 0.5:
             return gp.mutNodeReplacement(ind, pset=self.pset)
         return gp.mutUniform(ind, expr=self.tb.subtree, pset=self.pset)
 
-    def individual(self, node: metrics.Node, group: str | None = None):
-        """A DEAP tree of `node` whose unstructured points compare inside `group` (None: the search's first).
+    def individual(self, node: metrics.Node, choice: Choice | None = None):
+        """A DEAP tree of `node` whose unstructured points prune as `choice` says (None: the search's first values).
         Constants become terminals of the set's one type: DEAP's own from_string would type them int or
         float, and a later mutation could then find no primitive of that type."""
 
@@ -160,20 +165,25 @@ class Search:
                 yield gp.Terminal(n.op, True, self.pset.ret)  # symbolic: printed as written, "0.001"
 
         out = creator.MetricTree(list(prefix(node)))
-        out.group = group or self.groups[0]
+        out.choice = choice or self.setup.default_choice()
         return out
 
     def random_individual(self):
         ind = self.tb.tree()
-        ind.group = random.choice(self.groups) if self.gene else self.groups[0]
+        ind.choice = Choice(**{name: random.choice(values) if name in self.genes else values[0]
+                               for name, values in self.options.items()})
         return ind
+
+    def choices(self) -> list[Choice]:
+        """Every Choice the search's genes allow (one, when there is no gene)."""
+        return [Choice(**dict(zip(self.options, values))) for values in itertools.product(*self.options.values())]
 
     def simplified(self, ind):
         """The offspring as its simplest equivalent tree (same mask, fewer nodes); keeps a valid fitness."""
         node = metrics.simplify(metrics.parse(str(ind)))
         if str(node) == str(ind):
             return ind
-        out = self.individual(node, ind.group)
+        out = self.individual(node, ind.choice)
         if ind.fitness.valid:
             out.fitness.values = ind.fitness.values
         return out
@@ -181,7 +191,8 @@ class Search:
     def initial_population(self) -> list:
         s = self.cfg.search
         pop, keys = [], set()
-        candidates = [self.individual(tree, group) for tree in seed_trees(s) for group in self.groups]
+        # every seed under the first choice before any under the next: a short population keeps each tree
+        candidates = [self.individual(tree, choice) for choice in self.choices() for tree in seed_trees(s)]
         for _ in range(200 * s.population):
             if len(pop) == s.population:
                 break
@@ -214,7 +225,7 @@ class Search:
                 fitness[key] = stored.fitness
                 counts["cache_hits"] += 1
             else:
-                jobs[key] = (str(ind), ind.group)
+                jobs[key] = (str(ind), ind.choice)
         if jobs:
             progress = results.progress(len(jobs), f"gen {self.generation}")
 
@@ -235,13 +246,15 @@ class Search:
     def inspect(self, ind) -> tuple[str, bool]:
         """(key, degenerate?) of an individual, its key exact for the comparisons it makes: a channel
         permutation sums scores over rows to order the channels, so under --permute a per-row factor counts.
-        With the group a gene the key names the group, since one tree prunes differently in each."""
-        key, degenerate = inspect(str(ind), ind.group == "row" and not self.cfg.search.permute)
-        return (f"{ind.group}: {key}" if self.gene else key), degenerate
+        (OWL's allocation reads Wanda's scores, not the candidate's.) The key names the individual's genes,
+        since one tree prunes differently under each."""
+        key, degenerate = inspect(str(ind), ind.choice.group == "row" and not self.cfg.search.permute)
+        return self.label(ind, key), degenerate
 
-    def label(self, ind) -> str:
-        """The individual as the log shows it: its tree, and its group when that is a gene."""
-        return f"{ind.group}: {ind}" if self.gene else str(ind)
+    def label(self, ind, text: str | None = None) -> str:
+        """`text` (None: the tree), led by the individual's genes when the search has any: "layer owl: ..."."""
+        text = str(ind) if text is None else text
+        return " ".join(getattr(ind.choice, gene) for gene in self.genes) + f": {text}" if self.genes else text
 
     def workers(self):
         if self.pool is None:
@@ -260,7 +273,8 @@ class Search:
         for entry in results.hall_of_fame(self.seen, self.cfg.search.validate_top):
             stored = self.validation.get(entry["key"])
             if stored is None:
-                jobs[entry["key"]] = (entry["expression"], entry.get("group", self.groups[0]))
+                choice = dataclasses.replace(self.setup.default_choice(), **{n: entry[n] for n in self.options if n in entry})
+                jobs[entry["key"]] = (entry["expression"], choice)
             else:
                 self.seen[entry["key"]]["validation"] = stored.fitness
         if jobs:
@@ -282,7 +296,7 @@ class Search:
     def checkpoint(self, population) -> None:
         state = {
             "generation": self.generation,
-            "population": [(str(ind), ind.fitness.values[0], ind.group) for ind in population],
+            "population": [(str(ind), ind.fitness.values[0], dataclasses.asdict(ind.choice)) for ind in population],
             "random": random.getstate(),
             "seen": self.seen,
             "logbook": self.logbook,
@@ -296,8 +310,8 @@ class Search:
         random.setstate(state["random"])
         self.generation, self.seen, self.logbook = state["generation"], state["seen"], state["logbook"]
         population = []
-        for expression, value, *group in state["population"]:  # checkpoints before the group gene hold no group
-            ind = self.individual(metrics.parse(expression), *group)
+        for expression, value, *choice in state["population"]:  # checkpoints before the genes hold no choice
+            ind = self.individual(metrics.parse(expression), Choice(**choice[0]) if choice else None)
             ind.fitness.values = (value,)
             population.append(ind)
         return population
@@ -308,7 +322,7 @@ class Search:
             key = self.inspect(ind)[0]
             if key not in self.seen and ind.fitness.values[0] < WORST:
                 self.seen[key] = {
-                    "key": key, "expression": str(ind), "group": ind.group, "fitness": ind.fitness.values[0],
+                    "key": key, "expression": str(ind), **dataclasses.asdict(ind.choice), "fitness": ind.fitness.values[0],
                     "complexity": len(ind), "generation": self.generation,
                 }
 

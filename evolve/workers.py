@@ -1,4 +1,4 @@
-"""Evaluators: where candidates are evaluated. Both take a list of (key, expression, group) jobs, on the fitness
+"""Evaluators: where candidates are evaluated. Both take a list of (key, expression, choice) jobs, on the fitness
 or the validation tokens, and report each result through a callback the moment it is known, so the
 store commits it at once.
 
@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import torch
 
-from evolve.fitness import FitnessEvaluator, FitnessSetup
+from evolve.fitness import Choice, FitnessEvaluator, FitnessSetup
 from evolve.store import WORST
 from pruners.device import default_threads
 from pruners.errors import InputError
 
-Job = tuple[str, str, str]  # (canonical key, expression, comparison group of its unstructured points)
+Job = tuple[str, str, Choice]  # (canonical key, expression, how its unstructured points prune)
 OnResult = Callable[[Job, dict], None]
 
 
@@ -50,8 +50,8 @@ class _Actor:
         # Loading the model, X and G take minutes: say each stage (Ray forwards it to the driver's terminal).
         self.evaluator = FitnessEvaluator(setup, log=lambda message: print(f"worker {self.name}: {message}", flush=True))
 
-    def evaluate(self, expression: str, thresholds, split: str, group: str):
-        return {**self.evaluator.evaluate(expression, thresholds, split, group), "worker": self.name}
+    def evaluate(self, expression: str, thresholds, split: str, choice: Choice):
+        return {**self.evaluator.evaluate(expression, thresholds, split, choice), "worker": self.name}
 
     def pid(self) -> int:
         return os.getpid()

@@ -165,18 +165,16 @@ def load(path: str) -> Node:
     return from_pruner_zero(data)
 
 
-def group_of(path: str) -> str:
-    """The comparison group a metric file was found under (a search's `group`: "row" or "layer"); "row" for
-    files that name none (Pruner-Zero's, ours from a per-row search) and for expressions."""
+def choice_of(path: str, name: str, default: str) -> str:
+    """What a metric file says the search that found it chose beside the tree, e.g. its comparison "group"
+    or its "allocation"; `default` when it names none (Pruner-Zero's files, expressions). Unchecked: the
+    pruner that reads it knows the values."""
     p = Path(path)
     try:
         data = json.loads(p.read_text()) if p.is_file() else {}
     except json.JSONDecodeError:
-        return "row"  # load() says what is wrong with the file
-    group = data.get("group", "row") if isinstance(data, dict) and data.get("format") == "evolve-metric" else "row"
-    if group not in ("row", "column", "layer"):
-        raise MetricError(f"{path}: unknown comparison group {group!r}; a metric file names row, column or layer")
-    return group
+        return default  # load() says what is wrong with the file
+    return data.get(name, default) if isinstance(data, dict) and data.get("format") == "evolve-metric" else default
 
 
 def save(path: str, tree: Node, **extra) -> None:

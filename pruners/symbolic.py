@@ -8,6 +8,7 @@ from metrics.named import NAMED
 from pruners.base import ScorePruner
 from pruners.errors import InputError
 from pruners.stats import WALKED_LEAVES
+from pruners.spec import GROUPS
 
 
 def read_metric(text: str) -> metrics.Node:
@@ -43,11 +44,11 @@ class Metric(ScorePruner):
 
     @cached_property
     def default_group(self) -> str:
-        """Per row, unless the metric file was found by a search comparing per layer (its `group`)."""
-        try:
-            return metrics.group_of(self.metric)
-        except metrics.MetricError as error:
-            raise InputError(str(error)) from None
+        """Per row, unless the metric file was found by a search comparing in another group (its `group`)."""
+        group = metrics.choice_of(self.metric, "group", "row")
+        if group not in GROUPS:
+            raise InputError(f"{self.metric}: unknown comparison group {group!r}; a metric file names {', '.join(GROUPS)}")
+        return group
 
     def title(self) -> str:
         return f"metric:{self.metric}"

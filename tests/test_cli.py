@@ -118,3 +118,23 @@ def test_comma_lists_keep_commas_inside_a_metric_expression():
                                      "--tasks", "last-word,continuation"]))
     assert args["compare.methods"] == ["wanda", "metric:abs(mul(mul(X, W), log(X)))", "dense"]
     assert args["evaluate.tasks"] == ["last-word", "continuation"]
+
+
+def test_apply_spreads_sparsity_as_the_metric_file_says_unless_told(tiny_dir, tmp_path, monkeypatch):
+    """A metric file found under OWL's allocation (a gene search may choose it) is applied with OWL at an
+    unstructured point; --allocation overrides it, and an N:M point or a file naming none stays uniform."""
+    import metrics
+    from evolve.workbench import Workbench
+
+    specs = []
+    real_run = Workbench.run
+    monkeypatch.setattr(Workbench, "run", lambda self, method, spec: specs.append(spec) or real_run(self, method, spec))
+    owl_file, plain_file = tmp_path / "owl.json", tmp_path / "plain.json"
+    metrics.save(str(owl_file), metrics.parse("mul(abs(W), X)"), group="row", allocation="owl")
+    metrics.save(str(plain_file), metrics.parse("mul(abs(W), X)"))
+    data = ["--model", tiny_dir, "--nsamples", "4", "--seqlen", "32", "--eval-tokens", "64"]
+    assert main(["apply", str(owl_file), "--sparsity", "0.6", *data]) == 0
+    assert main(["apply", str(owl_file), "--sparsity", "0.6", "--allocation", "uniform", *data]) == 0
+    assert main(["apply", str(owl_file), "--pattern", "2:4", *data]) == 0
+    assert main(["apply", str(plain_file), "--sparsity", "0.6", *data]) == 0
+    assert [s.allocation for s in specs] == ["owl", "uniform", "uniform", "uniform"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pruners
-from evolve.fitness import FitnessEvaluator, FitnessSetup
+from evolve.fitness import Choice, FitnessEvaluator, FitnessSetup
 from evolve.perplexity import perplexity
 from pruners import models
 from pruners.spec import Sparsity
@@ -149,7 +149,7 @@ def test_a_layer_group_compares_a_points_scores_over_the_whole_layer(evaluator):
     per_row = perplexity(pruned_by_argsort(evaluator, None), evaluator.host.windows, cpu, batch_size=4)
     assert expected != pytest.approx(per_row, rel=1e-4)
     # a gene search's candidate names its group: a per-row setup told "layer" prunes over the layer
-    told = evaluator.evaluate("mul(abs(W), X)", group="layer")
+    told = evaluator.evaluate("mul(abs(W), X)", choice=Choice(group="layer"))
     assert json.loads(told["points"])["0.5"] == pytest.approx(expected, rel=1e-5)
     assert json.loads(told["points"])["2:4"] == json.loads(evaluator.evaluate("mul(abs(W), X)")["points"])["2:4"]  # N:M has no group
     # its fitness is not a per-row one: the store keeps them apart (and per-row contexts read as before)
@@ -170,6 +170,10 @@ def test_owl_prunes_each_block_at_the_sparsity_the_walkers_dense_pass_gives(eval
         lin.weight.data = W.clone().scatter_(1, drop, 0.0)
     expected = perplexity(model, host.windows, cpu, batch_size=4)
     assert allocating.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
+    # a gene search's candidate names its allocation: a uniform setup told "owl" spreads its sparsity by OWL
+    uniform = FitnessEvaluator(dataclasses.replace(evaluator.setup, points=("0.6",)))
+    assert uniform.evaluate("mul(abs(W), X)", choice=Choice(allocation="owl"))["fitness"] == pytest.approx(expected, rel=1e-5)
+    assert uniform.evaluate("mul(abs(W), X)")["fitness"] != pytest.approx(expected, rel=1e-4)
     assert allocating.setup.context()["allocation"] == "owl" and "allocation" not in evaluator.setup.context()
 
 

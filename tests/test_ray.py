@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from evolve.fitness import Choice
 from evolve.search import Search, fitness_setup
 from evolve.store import Store
 from evolve.workers import RayPool
@@ -64,7 +65,7 @@ class Faulty:
         if setup.model == "no-room":
             raise MemoryError("not enough memory for the model")
 
-    def evaluate(self, expression, threshold, split, group):
+    def evaluate(self, expression, threshold, split, choice):
         with open(os.environ["FAULTY_LOG"], "a") as log:
             log.write(f"{expression} {os.getpid()}\n")
         if "G" in expression:
@@ -84,7 +85,7 @@ class FaultyPool(RayPool):
 
 def test_hung_and_dying_workers_are_recorded_and_the_rest_is_evaluated(ray_session):
     pool = FaultyPool(fitness_setup(search_config("smollm2-135m")), 2, None, timeout_s=3, log=lambda _: None)
-    jobs = [("a", "abs(W)", "row"), ("b", "mul(W, G)", "row"), ("c", "mul(W, X)", "row"), ("d", "sqr(W)", "row")]
+    jobs = [(key, expression, Choice()) for key, expression in (("a", "abs(W)"), ("b", "mul(W, G)"), ("c", "mul(W, X)"), ("d", "sqr(W)"))]
     results = {}
     start = time.monotonic()
     pool.map(jobs, None, lambda job, result: results.setdefault(job[0], result))
@@ -151,7 +152,7 @@ def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir, capsys):
         torch.set_num_threads(threads)
     said = capsys.readouterr().out  # what Ray forwards to the driver while the worker prepares
     assert f"worker {actor.name}: loading" in said and "X from the dense model" in said and "G " in said
-    result = actor.evaluate("mul(abs(W), X)", None, "validation", "row")
+    result = actor.evaluate("mul(abs(W), X)", None, "validation", Choice())
     assert result["worker"] == f"{os.uname().nodename}:{os.getpid()}" and actor.pid() == os.getpid()
     expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)", split="validation")
     assert (result["fitness"], result["points"]) == (expected["fitness"], expected["points"])

@@ -13,6 +13,7 @@ import torch
 import evolve.fitness
 import metrics
 from evolve import config as configuration
+from evolve.fitness import Choice
 from evolve.search import Search
 from evolve.store import WORST, Store
 from evolve.workers import SerialPool
@@ -268,7 +269,7 @@ class OraclePool:
         (self.jobs if split == "fitness" else self.validated).append([expression for _, expression, _ in jobs])
         for job in jobs:
             try:
-                fitness = 1 + (self.drop(job[1], job[2]) != self.target[split]).float().mean().item()
+                fitness = 1 + (self.drop(job[1], job[2].group) != self.target[split]).float().mean().item()
             except FloatingPointError:
                 fitness = WORST
             on_result(job, {"fitness": fitness, "status": "ok", "error": "", "points": "{}", "seconds": 0.0, "worker": "oracle"})
@@ -435,7 +436,7 @@ class LayerOraclePool(OraclePool):
         self.groups = []  # the group of every fitness job
 
     def map(self, jobs, threshold, on_result, split="fitness"):
-        self.groups += [group for _, _, group in jobs]
+        self.groups += [choice.group for _, _, choice in jobs]
         super().map(jobs, threshold, on_result, split)
 
 
@@ -446,7 +447,7 @@ def test_the_group_as_a_gene_finds_the_group_its_tree_needs(tmp_path):
     engine = oracle_search(tmp_path / "run", pools, LayerOraclePool, group="row,layer", seed_metrics=["mul(abs(W), X)"],
                            validation_tokens=0)
     (pool,) = pools
-    assert set(pool.groups) == {"row", "layer"} and engine.gene
+    assert set(pool.groups) == {"row", "layer"} and engine.genes == ["group"]
     fame = hall(tmp_path / "run")
     seeds = {r["group"]: r for r in fame if r["expression"] == "mul(abs(W), X)"}
     assert set(seeds) == {"row", "layer"} and seeds["row"]["key"] != seeds["layer"]["key"]
@@ -456,29 +457,33 @@ def test_the_group_as_a_gene_finds_the_group_its_tree_needs(tmp_path):
     assert logbook(tmp_path / "run")[0]["best_expression"].startswith("layer: ")
 
 
-def test_group_mutation_stays_among_the_searchs_groups_and_keys_tell_groups_apart(tmp_path):
-    """A mutation may move an individual to another of the search's groups (never outside them); with the group
-    a gene, a tree's key differs per group wherever its masks differ (mul(abs(W), X): per row, per column and
-    over the layer all prune differently on a probe layer)."""
+def test_gene_mutation_stays_among_the_searchs_values_and_keys_tell_choices_apart(tmp_path):
+    """A mutation may move an individual to another of the search's groups or allocations (never outside them,
+    one gene at a time, its tree kept); with both genes a tree's key differs per choice, as its masks do
+    (mul(abs(W), X): per row, per column and over the layer all prune differently on a probe layer)."""
     from pruners import masks
     from pruners.spec import Sparsity
 
-    engine = Search(search_config("smollm2-135m", group="row,column,layer"), tmp_path, lambda setup: None, log=lambda _: None)
+    engine = Search(search_config("smollm2-135m", group="row,column,layer", allocation="uniform,owl"), tmp_path,
+                    lambda setup: None, log=lambda _: None)
+    assert engine.genes == ["group", "allocation"] and len(engine.choices()) == 6
     tree = metrics.parse("mul(abs(W), X)")
-    keys = {group: engine.inspect(engine.individual(tree, group))[0] for group in ("row", "column", "layer")}
-    assert len(set(keys.values())) == 3
+    keys = {(c.group, c.allocation): engine.inspect(engine.individual(tree, c))[0] for c in engine.choices()}
+    assert len(set(keys.values())) == 6 and keys["layer", "owl"].startswith("layer owl: ")
     W, X = torch.randn(8, 16), torch.rand(1, 16)
     score = metrics.compile_metric(tree)(W=W, X=X)
     dropped = [masks.mask(score, Sparsity.parse("unstructured", 0.5), group) for group in ("row", "column", "layer")]
     assert not any(torch.equal(a, b) for a, b in ((dropped[0], dropped[1]), (dropped[0], dropped[2]), (dropped[1], dropped[2])))
-    simpler = engine.simplified(engine.individual(metrics.parse("mul(abs(abs(W)), X)"), "column"))
-    assert (str(simpler), simpler.group) == ("mul(abs(W), X)", "column")  # simplifying keeps the group
+    column = Choice(group="column", allocation="owl")
+    simpler = engine.simplified(engine.individual(metrics.parse("mul(abs(abs(W)), X)"), column))
+    assert (str(simpler), simpler.choice) == ("mul(abs(W), X)", column)  # simplifying keeps the choice
     random.seed(0)
     seen = set()
-    for _ in range(200):
-        ind = engine.individual(tree, "row")
-        (ind,) = engine.tb.mutate(ind)
-        seen.add(ind.group)
-    assert seen == {"row", "column", "layer"}
+    for _ in range(300):
+        (ind,) = engine.tb.mutate(engine.individual(tree, Choice()))
+        if ind.choice != Choice():
+            assert str(ind) == str(tree) and (ind.choice.group == "row") != (ind.choice.allocation == "uniform")
+        seen.add(ind.choice)
+    assert seen == {Choice(), Choice("column"), Choice("layer"), Choice(allocation="owl")}
     single = Search(search_config("smollm2-135m", group="layer"), tmp_path, lambda setup: None, log=lambda _: None)
-    assert not single.gene and single.inspect(single.individual(tree))[0] == keys["layer"].removeprefix("layer: ")
+    assert not single.genes and single.inspect(single.individual(tree))[0] == keys["layer", "uniform"].removeprefix("layer uniform: ")
