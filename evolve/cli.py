@@ -34,6 +34,8 @@ def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
                         help="leave out the evaluation windows that hold the first N tokens (a search's own)")
     parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
     parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
+    parser.add_argument("--grad-calib", dest="data.grad_calib",
+                        help="text the leaf G's gradients come from, same choices (default: the calibration text)")
 
 
 def _score_flags(parser: argparse.ArgumentParser) -> None:

@@ -33,6 +33,8 @@ class DataConfig(Section):
     batch_size: int = Field(8, gt=0)  # calibration samples per forward pass
     self_data: str | None = None  # JSONL the model wrote itself (evolve generate-data), mixed into calibration
     self_nsamples: int = Field(0, ge=0)  # how many of its samples join the nsamples windows
+    # the text G's gradients come from (nsamples windows, same sources as calib); None: the calibration text
+    grad_calib: str | None = None
 
 
 class PruneConfig(Section):

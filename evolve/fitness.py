@@ -59,6 +59,7 @@ class FitnessSetup:
     calib_seeds: tuple[int, ...] = ()  # more calibration draws: every point once per draw, `seed`'s first
     permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
     update: str = "none"  # after the mask, each linear's kept weights refitted: "lr" or "obs" (pruners.reconstruct)
+    grad_calib: str | None = None  # the text G comes from; None: the calibration text
 
     def specs(self) -> list[Sparsity]:
         if self.permute and not any(":" in p for p in self.points):
@@ -81,7 +82,7 @@ class FitnessSetup:
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
         for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ()), ("permute", False),
-                                 ("update", "none")):
+                                 ("update", "none"), ("grad_calib", None)):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
@@ -106,7 +107,7 @@ class FitnessEvaluator:
         self.setup = setup
         s = setup
         self.host = Host(s.model, s.dtype, s.device, s.calib, s.eval, s.nsamples, s.seqlen, s.seed,
-                         s.fitness_tokens + s.validation_tokens, s.batch_size, on_device=True, log=log)
+                         s.fitness_tokens + s.validation_tokens, s.batch_size, grad_calib=s.grad_calib, on_device=True, log=log)
         self.device, self.specs = self.host.device, setup.specs()
         first = s.fitness_tokens // self.host.seqlen
         self.windows = {"fitness": self.host.windows[:first], "validation": self.host.windows[first:]}  # (n, seqlen) each

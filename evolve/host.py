@@ -39,12 +39,15 @@ class Host:
         batch_size: int = 8,
         self_data: str | None = None,
         self_nsamples: int = 0,
+        grad_calib: str | None = None,
         on_device: bool = False,
         eval_skip_tokens: int = 0,
         log: Callable[[str], None] = say,
     ):
         """on_device: keep the whole model (and its snapshot) on the device, for repeated evaluation as a
-        fitness worker does; otherwise the model stays on the host and methods move one block at a time."""
+        fitness worker does; otherwise the model stays on the host and methods move one block at a time.
+        grad_calib: the text G is computed from (default: the calibration text), so that a metric's gradients
+        need not come from the domain it is scored on."""
         self.name, self.log, self.batch_size = model, log, batch_size
         self.device = resolve_device(device)
         self.dtype = models.resolve_dtype(dtype, self.device)
@@ -54,6 +57,7 @@ class Host:
         own = data.read_self_data(self_data, self_nsamples) if self_data else []
         self.calib_source, self.eval_tokens = calib, eval_tokens
         self.calib_text, self.eval_text = data.texts(calib, eval)
+        self.grad_text = data.texts(grad_calib, eval)[0] if grad_calib else None  # the head of its split if it is eval's
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
         self.seqlen = models.window_length(self.model, seqlen)
@@ -109,9 +113,12 @@ class Host:
         self.model.to(self.device)
 
     @functools.cache
-    def calibration_of(self, seed: int) -> torch.Tensor:
+    def calibration_of(self, seed: int, gradients: bool = False) -> torch.Tensor:
         """(nsamples [+ self_nsamples], seqlen) calibration windows drawn with `seed`, the model's own text
-        (--self-data) after the sampled ones; drawn once per seed."""
+        (--self-data) after the sampled ones; for G's gradients, from the grad_calib text where one is named,
+        its nsamples windows alone. Drawn once per seed."""
+        if gradients and self.grad_text is not None:
+            return data.calibration_samples(self.tokenizer, self.grad_text, self._nsamples, self.seqlen, seed)
         samples = data.calibration_samples(self.tokenizer, self.calib_text, self._nsamples, self.seqlen, seed)
         return torch.cat([samples, data.self_samples(self.tokenizer, self._own, self.seqlen)]) if self._own else samples
 
@@ -119,11 +126,11 @@ class Host:
         """A statistic of the dense model by target name, computed once per calibration seed (None: the
         host's own): 'X' (input norms per channel, (1, in)), 'D' (SparseGPT's inverse Hessian diagonal,
         (1, in)), 'H' (the Hessian 2/N X^T X, (in, in)) or 'G' (gradient magnitudes, (out, in), cached on disk
-        across runs)."""
+        across runs, from the grad_calib text when one is named)."""
         seed = self.seed if seed is None else seed
         if (name, seed) not in self._statistics:
             self.restore()
-            self._statistics[name, seed] = STATISTICS[name](self, self.calibration_of(seed))
+            self._statistics[name, seed] = STATISTICS[name](self, self.calibration_of(seed, gradients=name == "G"))
         return self._statistics[name, seed]
 
 

@@ -61,7 +61,7 @@ def host(config: Config, **kwargs) -> Host:
     m, d = config.model, config.data
     return Host(m.name, m.dtype, m.device, d.calib, d.eval, d.nsamples, d.seqlen, d.seed, d.eval_tokens, d.batch_size,
                 eval_skip_tokens=d.eval_skip_tokens,
-                self_data=d.self_data, self_nsamples=d.self_nsamples, **kwargs)
+                self_data=d.self_data, self_nsamples=d.self_nsamples, grad_calib=d.grad_calib, **kwargs)
 
 
 class Workbench:

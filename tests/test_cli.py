@@ -12,6 +12,7 @@ from evolve.cli import main
         (["baseline", "--pattern", "4:2"], "0 < N < M"),
         (["baseline", "--calib", "text:/no/such/file.txt"], "no text file or folder at /no/such/file.txt"),
         (["baseline", "--calib", "books"], "unknown text source 'books'"),
+        (["baseline", "--grad-calib", "text:/no/such/file.txt"], "no text file or folder at /no/such/file.txt"),
         (["baseline", "--config", "/no/such.yaml"], "cannot read config /no/such.yaml"),
         (["baseline", "--nsamples", "0"], "data.nsamples"),
         (["compare", "--methods", "dense,nope"], "unknown method 'nope'"),

@@ -191,6 +191,25 @@ def test_calibration_seeds_score_every_point_once_per_draw(evaluator):
     assert both.setup.context()["calib_seeds"] == (1,) and "calib_seeds" not in evaluator.setup.context()
 
 
+def test_G_from_another_text_scores_a_gradient_metric_with_that_texts_gradients(evaluator, tmp_path):
+    """--grad-calib: the search's G leaf comes from the named text, the fitness follows it, and the store keeps
+    such a search apart from one whose G came from the calibration text."""
+    from evolve import config
+    from evolve.host import Host
+    from evolve.search import fitness_setup
+
+    legal = tmp_path / "legal.txt"
+    legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact." for i in range(200)))
+    cfg = config.load(None, {"model.name": evaluator.setup.model, "data.grad_calib": f"text:{legal}"})
+    assert fitness_setup(cfg).grad_calib == f"text:{legal}"
+    other = FitnessEvaluator(dataclasses.replace(evaluator.setup, grad_calib=f"text:{legal}"))
+    by_hand = Host(evaluator.setup.model, calib="pydoc", eval="pydoc", nsamples=4, seqlen=32, grad_calib=f"text:{legal}",
+                   log=lambda m: None).statistic("G")
+    assert all(torch.equal(other.leaf("G")[k], by_hand[k]) for k in by_hand)
+    assert other.evaluate("mul(abs(W), G)")["fitness"] != pytest.approx(evaluator.evaluate("mul(abs(W), G)")["fitness"], rel=1e-4)
+    assert other.setup.context()["grad_calib"] == f"text:{legal}" and "grad_calib" not in evaluator.setup.context()
+
+
 def test_a_metric_that_gives_nan_is_a_bad_candidate(evaluator):
     result = evaluator.evaluate("div(W, sub(W, W))")  # W / 0
     assert (result["fitness"], result["status"]) == (float("inf"), "nan")

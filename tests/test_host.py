@@ -79,3 +79,32 @@ def test_perplexity_texts_are_checked_before_any_model_loads():
         score("perplexity", texts=["legal"]).check()
     with pytest.raises(InputError, match="distinct names"):
         score("perplexity", texts=["text:/a/legal.txt", "text:/b/legal"]).check()
+
+
+def test_G_comes_from_the_grad_calib_text_and_every_other_statistic_from_calibration(tiny_dir, tmp_path):
+    """--grad-calib text:PATH: G's gradients are taken over windows of that text, drawn as calibration windows
+    are, while X (and the calibration itself) still come from the calibration text."""
+    import gradients
+    from pruners import data
+
+    legal = tmp_path / "legal.txt"
+    legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact." for i in range(200)))
+    quiet = dict(calib="pydoc", eval="pydoc", nsamples=2, seqlen=32, eval_tokens=256, log=lambda m: None)
+    plain = Host(tiny_dir, **quiet)
+    host = Host(tiny_dir, grad_calib=f"text:{legal}", **quiet)
+    windows = data.calibration_samples(host.tokenizer, legal.read_text(), 2, 32, seed=0)
+    want = gradients.compute(host.model, windows, torch.device("cpu"))
+    G = host.statistic("G")
+    assert G.keys() == want.keys() and all(torch.equal(G[k], want[k]) for k in G)
+    assert not torch.equal(G["0.mlp.up_proj"], plain.statistic("G")["0.mlp.up_proj"])
+    assert torch.equal(host.calibration, plain.calibration)
+    assert torch.equal(host.statistic("X")["0.mlp.up_proj"], plain.statistic("X")["0.mlp.up_proj"])
+
+
+def test_an_unknown_grad_calib_source_fails_before_the_model_loads(tiny_dir):
+    from pruners.errors import InputError
+
+    loads = []
+    with pytest.raises(InputError, match="unknown text source 'legal'"):
+        Host(tiny_dir, grad_calib="legal", log=loads.append)
+    assert not any("loading" in line for line in loads)
