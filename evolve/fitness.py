@@ -76,6 +76,10 @@ class FitnessSetup:
         """The Choice of a candidate that names none: each field's first value."""
         return Choice(**{name: values[0] for name, values in self.options().items()})
 
+    def choice_in(self, entry: dict) -> Choice:
+        """The Choice a stored search entry names, each field it lacks (runs from before that gene) the first value."""
+        return replace(self.default_choice(), **{name: entry[name] for name in self.options() if name in entry})
+
     def context(self) -> dict:
         """What makes two fitness values comparable; device and batch size do not change a perplexity."""
         keep = asdict(self)

@@ -70,10 +70,8 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
     if fame:
         chosen = best(seen)
         scores = {"perplexity": chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
-        first = asdict(setup.default_choice())  # what runs checkpointed before the genes were searched under
         metrics.save(
-            str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]),
-            **{name: chosen.get(name, value) for name, value in first.items()},
+            str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]), **asdict(setup.choice_in(chosen)),
             fitness={**scores, "generation": chosen["generation"], "context": asdict(setup)},
         )
     plot(run_dir, logbook, front)

@@ -273,8 +273,7 @@ class Search:
         for entry in results.hall_of_fame(self.seen, self.cfg.search.validate_top):
             stored = self.validation.get(entry["key"])
             if stored is None:
-                choice = dataclasses.replace(self.setup.default_choice(), **{n: entry[n] for n in self.options if n in entry})
-                jobs[entry["key"]] = (entry["expression"], choice)
+                jobs[entry["key"]] = (entry["expression"], self.setup.choice_in(entry))
             else:
                 self.seen[entry["key"]]["validation"] = stored.fitness
         if jobs:
