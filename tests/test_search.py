@@ -192,6 +192,8 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "no leaf per weight" in capsys.readouterr().err
     assert main(["search", "--group", "row,block", "--out", str(tmp_path / "z")]) == 2
     assert "unknown comparison group block; choose among row, column, layer" in capsys.readouterr().err
+    assert main(["search", "--allocation", "uniform,wide", "--out", str(tmp_path / "z")]) == 2
+    assert "unknown allocation wide; choose among uniform, owl" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
 
 
