@@ -10,7 +10,7 @@ import pruners
 from evolve import config as configuration
 from evolve import results
 from evolve.workbench import Row, Workbench, check_save_dir, columns, host, say, table, table_header, table_row
-from metrics import MetricError, choice_of
+from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
 from pruners.errors import InputError
@@ -55,7 +55,8 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", dest="prune.blocks", type=int, help="decoder blocks to remove (pattern blocks)")
     parser.add_argument("--group", dest="prune.group", help="unstructured comparison group: row, column (per input channel) or layer")
     parser.add_argument("--allocation", dest="prune.allocation",
-                        help="unstructured sparsity per block: uniform (default) or owl (outlier-weighted, OWL)")
+                        help="unstructured sparsity per block: uniform or owl (outlier-weighted, OWL); default "
+                             "uniform, or the one a metric file names")
     parser.add_argument("--permute", dest="prune.permute", action="store_true", default=None,
                         help="N:M: reorder each linear's input channels before its groups of M form (RIA's permutation)")
     parser.add_argument("--reconstruct", dest="prune.options.reconstruct",
@@ -180,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--reconstruct", dest="compare.reconstruct", type=_words,
                          help="comma list: every layer method once per reconstruction, e.g. none,lr,br,br+gp")
     compare.add_argument("--allocations", dest="compare.allocations", type=_words,
-                         help="comma list: every unstructured point once per allocation, e.g. uniform,owl")
+                         help="comma list: every unstructured point once per allocation, e.g. uniform,owl "
+                              "(default: uniform, or the one a metric file names)")
     compare.add_argument("--permute", dest="compare.permute", action="store_true", default=None,
                          help="every N:M point also with each linear's input channels reordered (score methods)")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
@@ -192,7 +194,7 @@ def baseline(cfg: configuration.Config) -> None:
     p = cfg.prune
     method = pruners.method(p.method, **p.options)
     pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
-    spec = Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation, bool(p.permute))
+    spec = method.settle(Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation, bool(p.permute)))
     method.check(spec)
     check_save_dir(cfg.save, cfg.force)
     bench = Workbench(cfg)
@@ -205,10 +207,7 @@ def baseline(cfg: configuration.Config) -> None:
 
 
 def apply(cfg: configuration.Config, metric: str) -> None:
-    cfg.prune.method = f"metric:{metric}"
-    p = cfg.prune
-    if p.allocation is None and p.pattern in (None, "unstructured"):  # spread as the search that found it did
-        p.allocation = choice_of(metric, "allocation", "uniform")
+    cfg.prune.method = f"metric:{metric}"  # pruned in the group and allocation its file names, unless told others
     baseline(cfg)
 
 
@@ -238,7 +237,7 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
         raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
     for pattern in c.patterns:
         if pattern == "unstructured":
-            points += [Sparsity.parse(pattern, s, allocation=a) for s in c.sparsities for a in c.allocations or ["uniform"]]
+            points += [Sparsity.parse(pattern, s, allocation=a) for s in c.sparsities for a in c.allocations or [None]]
         elif pattern in SHARES:
             points += [Sparsity.parse(pattern, s) for s in c.sparsities]
         elif pattern == "blocks":
@@ -271,7 +270,7 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
     for method in methods:
         takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
                            and (not s.permute or method.permutes))
-        for spec in points[:1] if method.name == "dense" else [s for s in points if takes(s)]:
+        for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
             say(f"{method.label()} at {spec.point()}")
             try:
                 row = bench.run(method, spec)

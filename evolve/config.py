@@ -55,7 +55,7 @@ class CompareConfig(Section):
     blocks: list[int] = []  # the points of pattern blocks
     options: dict[str, dict[str, Any]] = {}  # per method name, e.g. {surgeon: {shots: 2}}
     reconstruct: list[str] = []  # every layer method once per reconstruction (none, lr, br, br+gp, ...)
-    allocations: list[str] = []  # every unstructured point once per allocation (uniform, owl); none: uniform
+    allocations: list[str] = []  # every unstructured point once per allocation (uniform, owl); none: each method's own (Pruner.settle)
     permute: bool = False  # every N:M point also with its input channels reordered (RIA's channel permutation)
 
 

@@ -83,6 +83,7 @@ class Workbench:
 
     def run(self, method: base.Pruner, spec: Sparsity) -> Row:
         """Prune the dense model with `method`, then measure every score."""
+        spec = method.settle(spec)
         method.check(spec)
         h = self.host
         G = h.statistic("G") if method.needs_gradients else None

@@ -22,9 +22,18 @@ class Pruner(BaseModel):
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
     allocates: ClassVar[bool] = False  # prunes block by block, so each block may take its own sparsity (--allocation)
     permutes: ClassVar[bool] = False  # chooses N:M masks from scores alone, so inputs may be reordered first (--permute)
+    default_allocation: ClassVar[str] = "uniform"  # an unstructured point's spread over the blocks when none is named
+
+    def settle(self, spec: Sparsity) -> Sparsity:
+        """The point as this method prunes it: an allocation the spec leaves open (None) becomes the method's
+        default at an unstructured point, uniform at any other."""
+        if spec.allocation is not None:
+            return spec
+        return replace(spec, allocation=self.default_allocation if spec.pattern == "unstructured" else "uniform")
 
     def check(self, spec: Sparsity) -> None:
         """Refuse a pattern this method does not prune, before any model loads."""
+        spec = self.settle(spec)
         if spec.kind() not in self.patterns:
             raise InputError(f"method {self.name} prunes {', '.join(self.patterns)}; not {spec.kind()}")
         if spec.allocation != "uniform" and not self.allocates:
@@ -93,6 +102,7 @@ class LayerPruner(Pruner):
         stage = None if self.reconstruct is None else Reconstruction.parse(self.reconstruct)
         errors = {"recon error before": 0.0, "recon error": 0.0}
 
+        spec = self.settle(spec)
         ratios = block_sparsities(model, calibration, device, spec, self.batch_size)
 
         def prune_block(step):

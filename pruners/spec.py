@@ -20,7 +20,9 @@ class Sparsity:
     pattern: str = "unstructured"  # "N:M": keep N of every M consecutive inputs of a row; see PATTERNS
     group: str | None = None  # unstructured only: "row", "column" or "layer"; None takes the method's default
     blocks: int = 0  # pattern "blocks": how many decoder blocks are removed
-    allocation: str = "uniform"  # unstructured only: how the ratio spreads over the blocks (pruners.allocation)
+    # unstructured only: how the ratio spreads over the blocks (pruners.allocation); None takes the method's
+    # default (Pruner.settle: uniform, or what a metric file's search chose)
+    allocation: str | None = None
     permute: bool = False  # N:M only: each linear's inputs reordered before its groups of M form (pruners.permute)
 
     @classmethod
@@ -32,12 +34,12 @@ class Sparsity:
             if not spec.nm:
                 raise InputError(f"--permute reorders input channels for an N:M pattern, not for pattern {pattern}")
             return replace(spec, permute=True)
-        if allocation not in (None, "uniform"):
+        if allocation is not None:
             if allocation not in ALLOCATIONS:
                 raise InputError(f"unknown allocation {allocation!r}; choose {' or '.join(ALLOCATIONS)}")
-            if pattern != "unstructured":
+            if allocation != "uniform" and pattern != "unstructured":
                 raise InputError(f"--allocation spreads unstructured sparsity over the blocks, not pattern {pattern}")
-            return replace(cls.parse(pattern, ratio, group), allocation=allocation)
+            return replace(cls.parse(pattern, ratio, group, blocks), allocation=allocation)
         if group is not None and group not in GROUPS:
             raise InputError(f"unknown comparison group {group!r}; choose {', '.join(GROUPS)}")
         if group is not None and pattern != "unstructured":
@@ -86,5 +88,5 @@ class Sparsity:
         if self.pattern == "blocks":
             return f"{self.blocks} block{'s' if self.blocks > 1 else ''}"
         if self.pattern == "unstructured":
-            return share if self.allocation == "uniform" else f"{share} {self.allocation}"
+            return share if self.allocation in (None, "uniform") else f"{share} {self.allocation}"
         return f"{self.pattern} {share}"

@@ -8,7 +8,7 @@ from metrics.named import NAMED
 from pruners.base import ScorePruner
 from pruners.errors import InputError
 from pruners.stats import WALKED_LEAVES
-from pruners.spec import GROUPS
+from pruners.spec import ALLOCATIONS, GROUPS
 
 
 def read_metric(text: str) -> metrics.Node:
@@ -49,6 +49,14 @@ class Metric(ScorePruner):
         if group not in GROUPS:
             raise InputError(f"{self.metric}: unknown comparison group {group!r}; a metric file names {', '.join(GROUPS)}")
         return group
+
+    @cached_property
+    def default_allocation(self) -> str:
+        """Uniform, unless the metric file was found by a search spreading sparsity otherwise (its `allocation`)."""
+        allocation = metrics.choice_of(self.metric, "allocation", "uniform")
+        if allocation not in ALLOCATIONS:
+            raise InputError(f"{self.metric}: unknown allocation {allocation!r}; a metric file names {', '.join(ALLOCATIONS)}")
+        return allocation
 
     def title(self) -> str:
         return f"metric:{self.metric}"

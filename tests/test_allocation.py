@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import metrics
 import pruners
 from pruners import models
 from pruners.allocation import OWL_LAMBDA, block_sparsities, outlier_share, owl
@@ -57,7 +58,7 @@ def test_wanda_with_owl_prunes_each_block_at_its_share_and_the_model_at_the_targ
     assert abs(zeros / total - 0.6) < sum(lin.weight.shape[0] for lin in models.target_linears(model).values()) / total
 
 
-def test_bad_allocations_are_refused_in_one_line():
+def test_bad_allocations_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="unknown allocation 'wide'"):
         Sparsity.parse("unstructured", 0.5, allocation="wide")
     with pytest.raises(InputError, match="not pattern 2:4"):
@@ -65,4 +66,10 @@ def test_bad_allocations_are_refused_in_one_line():
     with pytest.raises(InputError, match="does not prune block by block"):
         pruners.method("surgeon").check(Sparsity.parse("unstructured", 0.5, allocation="owl"))
     assert Sparsity.parse("unstructured", 0.5, allocation="owl").point() == "50% owl"
-    assert Sparsity.parse("unstructured", 0.5, allocation="uniform") == Sparsity.parse("unstructured", 0.5)
+    wide = tmp_path / "wide.json"
+    metrics.save(str(wide), metrics.parse("mul(abs(W), X)"), allocation="wide")
+    with pytest.raises(InputError, match="unknown allocation 'wide'"):
+        pruners.method(f"metric:{wide}").check(Sparsity.parse("unstructured", 0.5))
+    # a spec naming no allocation leaves it to the method: uniform for every method but a metric file's search's
+    assert pruners.method("wanda").settle(Sparsity.parse("unstructured", 0.5)) == Sparsity.parse("unstructured", 0.5, allocation="uniform")
+    assert pruners.method("wanda").settle(Sparsity.parse("2:4")) == Sparsity.parse("2:4", allocation="uniform")

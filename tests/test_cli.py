@@ -121,9 +121,12 @@ def test_comma_lists_keep_commas_inside_a_metric_expression():
     assert args["evaluate.tasks"] == ["last-word", "continuation"]
 
 
-def test_apply_spreads_sparsity_as_the_metric_file_says_unless_told(tiny_dir, tmp_path, monkeypatch):
+def test_apply_and_compare_spread_sparsity_as_the_metric_file_says_unless_told(tiny_dir, tmp_path, monkeypatch):
     """A metric file found under OWL's allocation (a gene search may choose it) is applied with OWL at an
-    unstructured point; --allocation overrides it, and an N:M point or a file naming none stays uniform."""
+    unstructured point by apply and by compare; --allocation(s) overrides it, and an N:M point or a file
+    naming none stays uniform."""
+    import json
+
     import metrics
     from evolve.workbench import Workbench
 
@@ -139,3 +142,12 @@ def test_apply_spreads_sparsity_as_the_metric_file_says_unless_told(tiny_dir, tm
     assert main(["apply", str(owl_file), "--pattern", "2:4", *data]) == 0
     assert main(["apply", str(plain_file), "--sparsity", "0.6", *data]) == 0
     assert [s.allocation for s in specs] == ["owl", "uniform", "uniform", "uniform"]
+
+    # compare reads the file the same way: its row is OWL's unless --allocations names the points' spread
+    specs.clear()
+    methods = ["--methods", f"metric:{owl_file},wanda", "--sparsity", "0.6"]
+    assert main(["compare", *methods, *data, "--out", str(tmp_path / "a")]) == 0
+    assert main(["compare", *methods, "--allocations", "uniform", *data, "--out", str(tmp_path / "b")]) == 0
+    assert [s.allocation for s in specs] == ["owl", "uniform", "uniform", "uniform"]
+    points = [row["point"] for row in json.loads((tmp_path / "a" / "compare.json").read_text())["rows"]]
+    assert points == ["60% owl", "60%"]
