@@ -42,21 +42,22 @@ class Metric(ScorePruner):
         except metrics.DegenerateMetric as error:
             raise InputError(str(error)) from None
 
+    def _chosen(self, gene: str, known: tuple[str, ...], default: str) -> str:
+        """What the metric file says the search that found it chose beside the tree; `default` where it names none."""
+        value = metrics.choice_of(self.metric, gene, default)
+        if value not in known:
+            raise InputError(f"{self.metric}: unknown {gene} {value!r}; a metric file names {', '.join(known)}")
+        return value
+
     @cached_property
     def default_group(self) -> str:
-        """Per row, unless the metric file was found by a search comparing in another group (its `group`)."""
-        group = metrics.choice_of(self.metric, "group", "row")
-        if group not in GROUPS:
-            raise InputError(f"{self.metric}: unknown comparison group {group!r}; a metric file names {', '.join(GROUPS)}")
-        return group
+        """Per row, unless the metric file was found by a search comparing in another group."""
+        return self._chosen("group", GROUPS, "row")
 
     @cached_property
     def default_allocation(self) -> str:
-        """Uniform, unless the metric file was found by a search spreading sparsity otherwise (its `allocation`)."""
-        allocation = metrics.choice_of(self.metric, "allocation", "uniform")
-        if allocation not in ALLOCATIONS:
-            raise InputError(f"{self.metric}: unknown allocation {allocation!r}; a metric file names {', '.join(ALLOCATIONS)}")
-        return allocation
+        """Uniform, unless the metric file was found by a search spreading sparsity otherwise (Pruner.settle)."""
+        return self._chosen("allocation", ALLOCATIONS, "uniform")
 
     def title(self) -> str:
         return f"metric:{self.metric}"

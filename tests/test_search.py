@@ -93,7 +93,7 @@ def test_a_layer_search_names_its_group_and_apply_prunes_by_it(tiny_dir, tmp_pat
                                                      zip(zeros, models.target_linears(model).values()))
     assert any(len(set(z.tolist())) > 1 for z in zeros)  # rows lose different shares: compared over the layer
     path.write_text(path.read_text().replace('"group": "layer"', '"group": "block"'))
-    with pytest.raises(InputError, match="unknown comparison group 'block'"):
+    with pytest.raises(InputError, match="unknown group 'block'"):
         pruners.method("metric", metric=str(path)).default_group
 
 
