@@ -79,7 +79,7 @@ class Workbench:
         return values
 
     def lower_is_better(self, column: str) -> bool:
-        return any(s.lower_is_better(column) for s in self.scores)
+        return column in base.RECON_ERRORS or any(s.lower_is_better(column) for s in self.scores)
 
     def run(self, method: base.Pruner, spec: Sparsity) -> Row:
         """Prune the dense model with `method`, then measure every score."""

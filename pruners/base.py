@@ -71,6 +71,11 @@ class Pruner(BaseModel):
         measurements made while pruning (column -> value), which join the row's scores."""
 
 
+# What a layer method with a reconstruction measures while pruning (LayerPruner.prune): relative errors, the
+# blocks' before and after refitting; tables and plots read them as lower-is-better.
+RECON_ERRORS = ("recon error before", "recon error")
+
+
 class LayerPruner(Pruner):
     """A method that prunes each linear from its own weights and statistics, on the shared layer walker."""
 
@@ -100,7 +105,7 @@ class LayerPruner(Pruner):
 
     def prune(self, model, calibration, spec, device, gradients=None):
         stage = None if self.reconstruct is None else Reconstruction.parse(self.reconstruct)
-        errors = {"recon error before": 0.0, "recon error": 0.0}
+        errors = dict.fromkeys(RECON_ERRORS, 0.0)
 
         spec = self.settle(spec)
         ratios = block_sparsities(model, calibration, device, spec, self.batch_size)
@@ -112,8 +117,8 @@ class LayerPruner(Pruner):
                 self.prune_linear(f"{step.index}.{name}", linear.weight.data, step.stats.get(name, {}), block_spec)
             if stage:
                 before, after = stage.apply(step, dense)
-                errors["recon error before"] += before
-                errors["recon error"] += after
+                for column, value in zip(RECON_ERRORS, (before, after)):
+                    errors[column] += value
 
         collect = tuple(dict.fromkeys(self.stats + (stage.stats if stage else ())))
         walk(model, calibration, device, collect, prune_block, self.batch_size,

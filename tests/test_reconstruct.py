@@ -112,11 +112,16 @@ def test_cr_trains_windows_of_two_blocks_in_order_each_block_twice_on_the_dense_
     assert errors["recon error before"] > errors["recon error"] > 0
 
 
-def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path):
+def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path, monkeypatch):
     import csv
 
+    from evolve import results
     from evolve.cli import main
 
+    directions = {}
+    real_plot = results.plot_compare
+    monkeypatch.setattr(results, "plot_compare", lambda path, rows, cols, model, lower_is_better: (
+        directions.update({c: lower_is_better(c) for c in cols}), real_plot(path, rows, cols, model, lower_is_better)))
     out = tmp_path / "cmp"
     assert main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "128",
                  "--methods", "dense,magnitude,wanda", "--reconstruct", "none,lr", "--out", str(out)]) == 0
@@ -126,6 +131,8 @@ def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path)
     assert rows[0]["recon error"] == ""
     for r in rows[1:]:
         assert float(r["recon error before"]) >= float(r["recon error"]) > 0
+    # the plot's panels: errors, like perplexity, are better lower
+    assert directions == {"perplexity": True, "recon error before": True, "recon error": True}
 
 
 @pytest.mark.parametrize("text, message", [
