@@ -157,8 +157,9 @@ def test_the_slim_model_computes_what_the_masked_model_computes_and_reloads(tmp_
     models.pad_mlps(model)  # what saving does: one width, the widest, for the config
     assert model.config.intermediate_size == max(widths) < 64
     assert [models.mlp(b)[1].in_features for b in models.blocks(model)] == [max(widths)] * 3
-    with torch.no_grad():
-        assert torch.equal(model(ids).logits, slim)
+    with torch.no_grad():  # zero channels add nothing, though a wider matmul may sum in another order
+        padded = model(ids).logits
+        assert torch.allclose(padded, slim, rtol=0, atol=1e-6)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
