@@ -57,7 +57,7 @@ class Host:
         own = data.read_self_data(self_data, self_nsamples) if self_data else []
         self.calib_source, self.eval_tokens = calib, eval_tokens
         self.calib_text, self.eval_text = data.texts(calib, eval)
-        self.grad_text = data.texts(grad_calib, eval)[0] if grad_calib else None  # the head of its split if it is eval's
+        self.grad_text = data.calibration_text(grad_calib, eval) if grad_calib else None
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
         self.seqlen = models.window_length(self.model, seqlen)
@@ -77,7 +77,7 @@ class Host:
         """(n, seqlen) evaluation windows of another text source, cut as the host's own are (seqlen, at
         most eval_tokens), tokenized once. The calibration source itself gives its evaluation split."""
         if source not in self._other_windows:
-            _, text = data.texts(self.calib_source, source)
+            text = data.evaluation_text(source, self.calib_source)
             self._other_windows[source] = windows(data.evaluation_tokens(self.tokenizer, text), self.seqlen, self.eval_tokens)
         return self._other_windows[source]
 

@@ -77,14 +77,30 @@ def texts(calibration: str, evaluation: str) -> tuple[str, str]:
     """(calibration text, evaluation text); the same offline source is split so that they never overlap."""
     check_source(calibration)
     check_source(evaluation)
+    return calibration_text(calibration, evaluation), evaluation_text(evaluation, calibration)
 
-    def offline(source: str) -> str:
-        return pydoc_text() if source == "pydoc" else file_text(source[5:])
 
-    if calibration == evaluation and calibration not in ("wikitext2", "c4"):
-        return _split_at_paragraph(offline(calibration), EVAL_SHARE)
-    get = lambda source, split: hub_text(source, split) if source in ("wikitext2", "c4") else offline(source)
-    return get(calibration, "calibration"), get(evaluation, "evaluation")
+def calibration_text(source: str, evaluation: str) -> str:
+    """The text calibration windows of `source` are drawn from, the evaluation text being `evaluation`'s."""
+    return _text(source, "calibration", evaluation)
+
+
+def evaluation_text(source: str, calibration: str) -> str:
+    """The evaluation text of `source`, the calibration text being `calibration`'s."""
+    return _text(source, "evaluation", calibration)
+
+
+def _text(source: str, split: str, other: str) -> str:
+    """One split of `source`, reading only that source: a hub dataset's split, or an offline source whole,
+    or its head (calibration) or tail (evaluation) where `other`, the other split's source, is the same."""
+    check_source(source)
+    if source in ("wikitext2", "c4"):
+        return hub_text(source, split)
+    text = pydoc_text() if source == "pydoc" else file_text(source[5:])
+    if source != other:
+        return text
+    head, tail = _split_at_paragraph(text, EVAL_SHARE)
+    return head if split == "calibration" else tail
 
 
 def calibration_samples(tokenizer, text: str, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:

@@ -45,6 +45,22 @@ def test_different_sources_are_whole(tmp_path):
     assert evaluation == data.pydoc_text()
 
 
+def test_one_split_reads_only_its_own_source(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("\n\n".join(f"paragraph {i}" for i in range(40)))
+    shared = data.texts(f"text:{path}", f"text:{path}")
+    assert data.calibration_text(f"text:{path}", f"text:{path}") == shared[0]
+    assert data.evaluation_text(f"text:{path}", f"text:{path}") == shared[1]
+    read = []
+    monkeypatch.setattr(data, "hub_text", lambda source, split: read.append((source, split)) or source)
+    monkeypatch.setattr(data, "pydoc_text", lambda: read.append("pydoc") or "pydoc")
+    # G's text beside c4's evaluation split, and an extra evaluation text beside c4 calibration
+    assert data.calibration_text(f"text:{path}", "c4") == path.read_text()
+    assert data.evaluation_text("pydoc", "c4") == "pydoc"
+    assert data.calibration_text("c4", "pydoc") == "c4"
+    assert read == ["pydoc", ("c4", "calibration")]
+
+
 def test_pydoc_is_the_sorted_topics_joined():
     from pydoc_data.topics import topics
 
