@@ -7,9 +7,9 @@ from metrics.compile import compile_metric, evaluate
 from metrics.ops import LEAVES, OPS, SEMANTICS
 from metrics.simplify import RULES, simplify
 from metrics.symbolic import canonical_key, rank_form, to_sympy
-from metrics.tree import MetricError, Node, choice_of, load, parse, save
+from metrics.tree import MetricError, Node, calibration_of, choice_of, load, parse, save
 
 __all__ = [
-    "DegenerateMetric", "LEAVES", "MetricError", "Node", "OPS", "RULES", "SEMANTICS", "canonical_key",
-    "check", "choice_of", "compile_metric", "evaluate", "load", "parse", "rank_form", "save", "simplify", "to_sympy",
+    "DegenerateMetric", "LEAVES", "MetricError", "Node", "OPS", "RULES", "SEMANTICS", "calibration_of",
+    "canonical_key", "check", "choice_of", "compile_metric", "evaluate", "load", "parse", "rank_form", "save", "simplify", "to_sympy",
 ]

@@ -9,6 +9,7 @@ class Named:
     name: str
     expression: str
     doc: str
+    calibration: tuple[int, int] | None = None  # (samples, tokens per sample) it was found with, if it was
 
     @property
     def tree(self) -> Node:
@@ -48,6 +49,7 @@ NAMED = {
             "found, mul(mul(sqr(mul(sqr(W), div(divrow(X, X), sqr(G)))), X), sqr(log(X))), whose extra factors "
             "are one number per layer; fitness 24.64 (Wanda's 27.37), best of the six validated on the next "
             "2048 tokens, all of which rank alike.",
+            calibration=(32, 512),
         ),
         Named(
             "taylor", "mul(abs(W), G)",

@@ -165,16 +165,31 @@ def load(path: str) -> Node:
     return from_pruner_zero(data)
 
 
-def choice_of(path: str, name: str, default: str) -> str:
-    """What a metric file says the search that found it chose beside the tree, e.g. its comparison "group"
-    or its "allocation"; `default` when it names none (Pruner-Zero's files, expressions). Unchecked: the
-    pruner that reads it knows the values."""
+def _ours(path: str) -> dict:
+    """The fields of our metric file at `path`; {} for Pruner-Zero's files and expressions. Unchecked:
+    load() says what is wrong with a file."""
     p = Path(path)
     try:
         data = json.loads(p.read_text()) if p.is_file() else {}
     except json.JSONDecodeError:
-        return default  # load() says what is wrong with the file
-    return data.get(name, default) if isinstance(data, dict) and data.get("format") == "evolve-metric" else default
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == "evolve-metric" else {}
+
+
+def choice_of(path: str, name: str, default: str) -> str:
+    """What a metric file says the search that found it chose beside the tree, e.g. its comparison "group"
+    or its "allocation"; `default` when it names none (Pruner-Zero's files, expressions). Unchecked: the
+    pruner that reads it knows the values."""
+    return _ours(path).get(name, default)
+
+
+def calibration_of(path: str) -> tuple[int, int] | None:
+    """(samples, tokens per sample) of the calibration whose statistics a search scored the file's metric
+    with (its fitness context); None where the file does not say (Pruner-Zero's files, expressions, a
+    search that left the window length to the model)."""
+    context = _ours(path).get("fitness", {}).get("context", {})
+    found = context.get("nsamples"), context.get("seqlen")
+    return found if all(isinstance(v, int) and v > 0 for v in found) else None
 
 
 def save(path: str, tree: Node, **extra) -> None:

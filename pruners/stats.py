@@ -2,6 +2,7 @@
 
 A collector sees every input of its linear (of any shape: OPT's fc1 receives (B*T, in)) and is told at
 the end how many calibration samples went through, since the papers normalise by samples."""
+import math
 from collections.abc import Callable
 
 import torch
@@ -79,3 +80,14 @@ WALKED_LEAVES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
     "M": ("moments", lambda moments: moments[0:1]),
     "V": ("moments", lambda moments: moments[1:2].clamp(min=0)),  # a constant channel may round below 0
 }
+
+
+def rescale(found: tuple[int, int], now: tuple[int, int]) -> dict[str, float]:
+    """Factors that bring the leaves gathered from a calibration of `now` = (samples, tokens per sample) to
+    the scale a calibration of `found` gives them, so that a metric not homogeneous in a leaf (log X, X + G)
+    ranks as it did where it was found. X^2 and H sum over a sample's tokens and average over samples, so X
+    grows as sqrt(tokens) and D = diag (H + damp I)^-1 (damp proportional to H) as 1/tokens; G^2 sums over
+    samples, so G grows as sqrt(samples) (its dependence on tokens, through each sample's mean loss, is not
+    a law and is left alone). M and V are means over tokens: no factor."""
+    (samples0, tokens0), (samples, tokens) = found, now
+    return {"X": math.sqrt(tokens0 / tokens), "D": tokens / tokens0, "G": math.sqrt(samples0 / samples)}

@@ -54,3 +54,62 @@ def test_a_metric_using_G_without_G_is_refused(tiny):
 
     with pytest.raises(InputError, match="uses G"):
         pruners.method("metric:pruner-zero").prune(tiny, None, Sparsity.parse("2:4"), torch.device("cpu"))
+
+
+def test_rescale_follows_how_each_statistic_grows_with_the_calibration():
+    """Windows twice as long (each token twice) and twice as many samples (each sample twice): the factors
+    bring the shorter calibration's X, D and G to the longer one's exactly."""
+    import gradients
+    from pruners import stats
+
+    from conftest import tiny_llama
+
+    linear = torch.nn.Linear(6, 3)
+    x = torch.randn(2, 5, 6)  # (samples, tokens, in)
+    gathered = {}
+    for tokens, inputs in ((5, x), (10, torch.cat([x, x], dim=1))):
+        norm, hessian = stats.InputNorm(linear), stats.Hessian(linear)
+        norm.add(inputs), hessian.add(inputs)
+        gathered[tokens] = norm.result(2), stats.obs_diagonal(hessian.result(2))
+    factors = stats.rescale((2, 10), (2, 5))
+    assert torch.allclose(gathered[5][0] * factors["X"], gathered[10][0], rtol=1e-6)
+    assert torch.allclose(gathered[5][1] * factors["D"], gathered[10][1], rtol=1e-5)
+    model, calibration = tiny_llama(3), torch.randint(0, 96, (3, 8))
+    once = gradients.compute(model, calibration, torch.device("cpu"))
+    twice = gradients.compute(model, torch.cat([calibration, calibration]), torch.device("cpu"))
+    factor = stats.rescale((6, 8), (3, 8))["G"]
+    assert all(torch.allclose(once[n] * factor, twice[n], rtol=1e-4, atol=1e-8) for n in once)
+
+
+@pytest.mark.parametrize("found, by_hand", [
+    ("mul(mul(sqr(W), X), abs(log(X)))", "mul(mul(sqr(W), X), abs(log(mul(X, 1.4142135623730951))))"),
+    ("mul(abs(W), add(X, G))", "mul(abs(W), add(mul(X, 1.4142135623730951), mul(G, 2)))"),
+])
+def test_a_found_metric_sees_its_leaves_on_its_calibrations_scale(tiny, tmp_path, found, by_hand):
+    """A file found on 8 windows of 24 tokens, pruning with 2 windows of 12: X grows by sqrt 2, G by 2."""
+    import copy
+
+    import metrics
+
+    path = tmp_path / "found.json"
+    metrics.save(str(path), metrics.parse(found), fitness={"perplexity": 20.0, "context": {"nsamples": 8, "seqlen": 24}})
+    calibration = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
+    G = {name: torch.rand(lin.weight.shape, generator=torch.Generator().manual_seed(2))
+         for name, lin in models.target_linears(tiny).items()}
+    pruned = {}
+    for metric in (str(path), by_hand, found):
+        model = copy.deepcopy(tiny)
+        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), G)
+        pruned[metric] = [lin.weight == 0 for lin in models.target_linears(model).values()]
+    assert all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[by_hand]))
+    assert not all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[found]))  # the scale matters here
+
+
+def test_the_named_search_metric_says_where_it_was_found():
+    from pathlib import Path
+
+    import metrics
+    from metrics.named import NAMED
+
+    found = Path(__file__).parents[1] / "results/evolve-smollm2/best_metric.json"
+    assert NAMED["evolve-smollm2"].calibration == metrics.calibration_of(str(found)) == (32, 512)
