@@ -86,7 +86,7 @@ class Metric(ScorePruner):
         self._scorer = metrics.compile_metric(self.tree)
         self._gradients = gradients or {}
         self._scales = rescale(self.found_at, tuple(calibration.shape)) if self.found_at else {}
-        super().prune(model, calibration, spec, device, gradients)
+        return super().prune(model, calibration, spec, device, gradients)
 
     def score(self, name, weight, stats):
         walked = self.tree.leaves() & WALKED_LEAVES.keys()

@@ -65,6 +65,15 @@ def test_reconstruction_keeps_every_mask_and_lowers_the_error(stages, monkeypatc
     assert refitted["recon error before"] > refitted["recon error"] > 0
 
 
+@pytest.mark.parametrize("stages", ["none", "lr"])
+def test_a_symbolic_metric_reports_the_errors_its_hand_written_twin_does(stages):
+    """metric:wanda prunes as wanda does, so its row carries the same reconstruction errors (its compare rows
+    once carried none: the metric pruner dropped what the walker returned)."""
+    calibration = torch.randint(0, 96, (4, 16))
+    errors = [pruners.method(m, reconstruct=stages).prune(tiny_llama(12), calibration, HALF, CPU) for m in ("wanda", "metric:wanda")]
+    assert errors[0] == errors[1] and errors[0]["recon error"] > 0
+
+
 def test_br_trains_norms_too_and_gp_trains_on_the_dense_path(monkeypatch):
     calibration = torch.randint(0, 96, (4, 16))
     seen = {}
