@@ -266,7 +266,7 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
     folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     bench = Workbench(cfg)
-    rows = []
+    rows, shown = [], None
     for method in methods:
         takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
                            and (not s.permute or method.permutes))
@@ -277,10 +277,11 @@ def compare(cfg: configuration.Config, out: str | None = None) -> None:
             except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
                 point = "-" if method.name == "dense" else spec.point()
                 row = Row(method.label(), point, float("nan"), error=str(error).splitlines()[0])
-            if not rows:  # the score columns are known once the first row is measured
-                print(table_header(columns([row])), flush=True)
             rows.append(row)
-            print(table_row(row, columns(rows[:1])), flush=True)
+            if columns(rows) != shown:  # a header for the first row, and again when a row brings new scores
+                shown = columns(rows)  # (the dense row has no reconstruction errors, the rows after it do)
+                print(table_header(shown), flush=True)
+            print(table_row(row, shown), flush=True)
             results.write_compare(folder, rows, cfg, bench.lower_is_better)  # after every row: nothing finished is lost
     say(f"table, CSV, JSON and plot in {folder}")
 

@@ -121,7 +121,7 @@ def test_cr_trains_windows_of_two_blocks_in_order_each_block_twice_on_the_dense_
     assert errors["recon error before"] > errors["recon error"] > 0
 
 
-def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path, monkeypatch):
+def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path, monkeypatch, capsys):
     import csv
 
     from evolve import results
@@ -140,6 +140,11 @@ def test_a_reconstruction_is_a_column_and_a_label_in_compare(tiny_dir, tmp_path,
     assert rows[0]["recon error"] == ""
     for r in rows[1:]:
         assert float(r["recon error before"]) >= float(r["recon error"]) > 0
+    # on the terminal, the rows after dense's come under a header that has their errors
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.startswith("| method") for line in printed] == [True, False, True, False, False, False, False]
+    assert printed[2].endswith("| recon error before | recon error | prune s | eval s | peak MB |")
+    assert printed[3].count("|") == printed[2].count("|")
     # the plot's panels: errors, like perplexity, are better lower
     assert directions == {"perplexity": True, "recon error before": True, "recon error": True}
 
