@@ -19,8 +19,11 @@ def main():
     parser.add_argument("--nsamples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--only", type=lambda t: t.split(","), default=list(METHODS),
-                        help="comma list of rows to run (wanda and sparsegpt always run: the ratios' bases)")
+                        help="comma list of rows to run, e.g. 'wanda +br,surgeon' (wanda and sparsegpt always run: the ratios' bases)")
     args = parser.parse_args()
+    unknown = [name for name in args.only if name not in METHODS]
+    if unknown:  # a misspelt row would otherwise be skipped in silence
+        parser.error(f"unknown row(s) {', '.join(map(repr, unknown))}; the rows are {', '.join(METHODS)}")
     bases = {}
     print(f"{args.nsamples} x {args.seqlen} calibration tokens; seconds, and the memory pruning adds to the loaded model's")
     for name, make in METHODS.items():
