@@ -85,7 +85,8 @@ class Metric(ScorePruner):
             raise InputError(f"metric {self.metric} uses G: compute it first (evolve gradients)")
         self._scorer = metrics.compile_metric(self.tree)
         self._gradients = gradients or {}
-        self._scales = rescale(self.found_at, tuple(calibration.shape)) if self.found_at else {}
+        found = rescale(self.found_at, tuple(calibration.shape)) if self.found_at else {}
+        self._scales = {leaf: factor for leaf, factor in found.items() if factor != 1.0}  # none in a search
         return super().prune(model, calibration, spec, device, gradients)
 
     def score(self, name, weight, stats):
@@ -93,8 +94,9 @@ class Metric(ScorePruner):
         leaves = {leaf: WALKED_LEAVES[leaf][1](stats[WALKED_LEAVES[leaf][0]]) for leaf in walked}
         if name in self._gradients:
             leaves["G"] = self._gradients[name].to(weight.device)
-        scaled = {leaf: value * self._scales.get(leaf, 1.0) for leaf, value in leaves.items()}
-        return self._scorer(W=weight, G=scaled.pop("G", None), **scaled)
+        for leaf in self._scales.keys() & leaves.keys():  # a new tensor: the host's statistics stay as gathered
+            leaves[leaf] = leaves[leaf] * self._scales[leaf]
+        return self._scorer(W=weight, G=leaves.pop("G", None), **leaves)
 
     def prune_linear(self, name, weight, stats, spec):
         try:
