@@ -9,7 +9,7 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
-from evolve.workbench import Row, Workbench, check_save_dir, columns, host, say, table, table_header, table_row
+from evolve.workbench import Row, Workbench, check_save_dir, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
@@ -186,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--permute", dest="compare.permute", action="store_true", default=None,
                          help="every N:M point also with each linear's input channels reordered (score methods)")
     compare.add_argument("--out", dest="out", help="folder for the table, CSV, JSON and plot (default results/compare-<time>)")
+    compare.add_argument("--resume", dest="resume", help="continue the table in this folder: its rows are kept, the "
+                         "missing ones (and those that ended in an error) run; flags may add methods and points")
     _score_flags(compare)
     return top
 
@@ -257,26 +259,39 @@ def with_reconstructions(methods: list, names: list[str]) -> list:
     return [variant for m in methods for variant in ([m.model_copy(update={"reconstruct": n}) for n in names] if takes(m) else [m])]
 
 
-def compare(cfg: configuration.Config, out: str | None = None) -> None:
+def _fresh(folder: Path, resume: str | None) -> None:
+    """A folder that holds results is continued with --resume, never written over."""
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise InputError(f"folder {folder} is not empty; continue it with --resume {folder}")
+
+
+def compare(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
     methods = with_reconstructions(methods, cfg.compare.reconstruct)
     for method in methods:  # each method runs at the points of the patterns it prunes
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
-    folder = Path(out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    bench = Workbench(cfg)
-    rows, shown = [], None
+    folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    _fresh(folder, resume)
+    rows = results.compare_rows(folder, cfg) if resume else []  # refused before any model loads if it measured otherwise
+    bench, shown = Workbench(cfg), None  # bad scores and models fail here, before the folder is made
+    folder.mkdir(parents=True, exist_ok=True)
+    results.save_config(folder, cfg)
+    done = {(r.method, r.point) for r in rows}
+    if rows:
+        say(f"{len(rows)} rows kept from {folder}")
     for method in methods:
         takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
                            and (not s.permute or method.permutes))
         for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
+            if (method.label(), row_point(method, spec)) in done:
+                continue
             say(f"{method.label()} at {spec.point()}")
             try:
                 row = bench.run(method, spec)
             except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
-                point = "-" if method.name == "dense" else spec.point()
-                row = Row(method.label(), point, float("nan"), error=str(error).splitlines()[0])
+                row = Row(method.label(), row_point(method, spec), float("nan"), error=str(error).splitlines()[0])
             rows.append(row)
             if columns(rows) != shown:  # a header for the first row, and again when a row brings new scores
                 shown = columns(rows)  # (the dense row has no reconstruction errors, the rows after it do)
@@ -294,8 +309,7 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     seed_trees(cfg.search)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"run folder {run_dir} is not empty; continue it with --resume {run_dir}")
+    _fresh(run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     results.save_config(run_dir, cfg)
     s = cfg.search

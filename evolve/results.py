@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 import metrics
+from pruners.errors import InputError
 
 HALL_OF_FAME = 20
 COLUMNS = ("complexity", "fitness", "validation", "expression", "group", "allocation", "key", "generation")
@@ -145,8 +146,33 @@ def write_compare(folder: Path, rows: list, cfg, lower_is_better) -> None:
     flat = [{k: v for k, v in asdict(r).items() if k != "scores"} | {c: r.scores.get(c, "") for c in cols} for r in rows]
     _csv(folder / "compare.csv", flat, ["method", "point", "sparsity", "removed", "params", *cols, "prune_seconds", "eval_seconds",
                                         "peak_memory_mb", "error"])
-    (folder / "compare.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "config": cfg.model_dump()}, indent=2) + "\n")
+    # the file a resumed compare reads its rows from: replaced whole, so a kill while writing loses no row
+    partial = folder / "compare.json.partial"
+    partial.write_text(json.dumps({"rows": [asdict(r) for r in rows], "config": cfg.model_dump()}, indent=2) + "\n")
+    partial.replace(folder / "compare.json")
     plot_compare(folder / "compare.png", rows, cols, cfg.model.name, lower_is_better)
+
+
+def compare_rows(folder: Path, cfg) -> list:
+    """The finished rows of a compare folder, when `cfg` measures as the folder's table did: a resumed table
+    keeps its model, data and scores, so that its rows stay comparable. Rows that ended in an error run again."""
+    from evolve.config import load
+    from evolve.workbench import Row
+
+    before = load(str(folder / "config.yaml"), {})
+    for section in ("model", "data", "evaluate"):
+        old, new = getattr(before, section).model_dump(), getattr(cfg, section).model_dump()
+        for key in old.keys() | new.keys():
+            if old.get(key) != new.get(key):
+                raise InputError(f"{folder}'s table was measured with {section}.{key} = {old.get(key)!r}, not "
+                                 f"{new.get(key)!r}: a resumed table keeps its model, data and scores (start another --out)")
+    try:
+        saved = json.loads((folder / "compare.json").read_text())
+    except FileNotFoundError:  # stopped before its first row
+        return []
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read {folder / 'compare.json'}: {error}") from None
+    return [Row(**r) for r in saved["rows"] if not r["error"]]
 
 
 def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_better) -> None:

@@ -35,6 +35,11 @@ class Row:
     error: str = ""
 
 
+def row_point(method: base.Pruner, spec: Sparsity) -> str:
+    """The point a row names: what `spec` asked for, "-" for the dense model."""
+    return "-" if method.name == "dense" else spec.point()
+
+
 def check_save_dir(path: str | None, force: bool) -> None:
     """Refuse a non-empty folder before any work is done, so that no work is lost to the refusal."""
     if path and Path(path).exists() and any(Path(path).iterdir()) and not force:
@@ -98,7 +103,7 @@ class Workbench:
         targets, params = base.counts(h.model)
         return Row(
             method=method.label(),
-            point="-" if method.name == "dense" else spec.point(),
+            point=row_point(method, spec),
             sparsity=base.overall_sparsity(h.model),
             removed=1 - targets / h.dense_counts[0],
             params=params,

@@ -73,3 +73,36 @@ def test_shipped_compare_configs_name_real_methods_and_points(path):
         assert name == "dense" or kinds & set(method.patterns), name
     for stages in cfg.compare.reconstruct:
         Reconstruction.parse(stages)
+
+
+def test_a_killed_compare_resumes_to_the_uninterrupted_table(tiny_dir, tmp_path, monkeypatch, capsys):
+    from evolve.workbench import Workbench
+
+    args = ["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "128",
+            "--methods", "dense,magnitude,wanda", "--pattern", "unstructured,2:4"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(args + ["--out", str(whole)]) == 0
+    run, ran = Workbench.run, []
+
+    def killed_at_the_fourth_row(self, method, spec):
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        ran.append((method.label(), spec.point()))
+        return run(self, method, spec)
+
+    monkeypatch.setattr(Workbench, "run", killed_at_the_fourth_row)
+    assert main(args + ["--out", str(cut)]) == 130
+    assert main(args + ["--out", str(cut)]) == 2  # a table is continued, never written over
+    assert f"folder {cut} is not empty; continue it with --resume {cut}" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(cut), "--nsamples", "4"]) == 2  # other calibration: rows would not compare
+    assert "data.nsamples = 2, not 4" in capsys.readouterr().err
+
+    ran.clear()
+    monkeypatch.setattr(Workbench, "run", lambda self, method, spec: ran.append((method.label(), spec.point())) or run(self, method, spec))
+    assert main(["compare", "--resume", str(cut)]) == 0
+    assert ran == [("wanda", "50%"), ("wanda", "2:4")]  # only the rows the kill left out
+    measured = lambda folder: [{k: r[k] for k in ("method", "point", "sparsity", "scores", "error")}
+                               for r in json.loads((folder / "compare.json").read_text())["rows"]]
+    assert measured(cut) == measured(whole)
+    assert len(measured(whole)) == 5
+    assert (cut / "compare.md").read_text().count("\n| ") == 5
