@@ -96,6 +96,14 @@ def test_a_killed_compare_resumes_to_the_uninterrupted_table(tiny_dir, tmp_path,
     assert f"folder {cut} is not empty; continue it with --resume {cut}" in capsys.readouterr().err
     assert main(["compare", "--resume", str(cut), "--nsamples", "4"]) == 2  # other calibration: rows would not compare
     assert "data.nsamples = 2, not 4" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(tmp_path / "none")]) == 2
+    assert "is not a run folder to resume (no config.yaml)" in capsys.readouterr().err
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "config.yaml").write_text((cut / "config.yaml").read_text())
+    (torn / "compare.json").write_text('{"rows": [')
+    assert main(["compare", "--resume", str(torn)]) == 2
+    assert f"cannot read {torn / 'compare.json'}" in capsys.readouterr().err
 
     ran.clear()
     monkeypatch.setattr(Workbench, "run", lambda self, method, spec: ran.append((method.label(), spec.point())) or run(self, method, spec))
