@@ -9,7 +9,7 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
-from evolve.workbench import Row, Workbench, check_save_dir, columns, host, row_point, say, table, table_header, table_row
+from evolve.workbench import Row, Workbench, check_empty, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
@@ -198,7 +198,8 @@ def baseline(cfg: configuration.Config) -> None:
     pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
     spec = method.settle(Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation, bool(p.permute)))
     method.check(spec)
-    check_save_dir(cfg.save, cfg.force)
+    if not cfg.force:
+        check_empty(cfg.save, "pass --force to overwrite it")
     bench = Workbench(cfg)
     say(f"pruning with {method.name} at {spec.point()}")
     row = bench.run(method, spec)
@@ -259,12 +260,6 @@ def with_reconstructions(methods: list, names: list[str]) -> list:
     return [variant for m in methods for variant in ([m.model_copy(update={"reconstruct": n}) for n in names] if takes(m) else [m])]
 
 
-def _fresh(folder: Path, resume: str | None) -> None:
-    """A folder that holds results is continued with --resume, never written over."""
-    if not resume and folder.exists() and any(folder.iterdir()):
-        raise InputError(f"folder {folder} is not empty; continue it with --resume {folder}")
-
-
 def compare(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
@@ -273,7 +268,8 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
     folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    _fresh(folder, resume)
+    if not resume:  # a folder that holds results is continued with --resume, never written over
+        check_empty(folder, f"continue it with --resume {folder}")
     rows = results.compare_rows(folder, cfg) if resume else []  # refused before any model loads if it measured otherwise
     bench, shown = Workbench(cfg), None  # bad scores and models fail here, before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
@@ -309,7 +305,8 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     seed_trees(cfg.search)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
-    _fresh(run_dir, resume)
+    if not resume:
+        check_empty(run_dir, f"continue it with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     results.save_config(run_dir, cfg)
     s = cfg.search

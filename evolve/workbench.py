@@ -40,10 +40,11 @@ def row_point(method: base.Pruner, spec: Sparsity) -> str:
     return "-" if method.name == "dense" else spec.point()
 
 
-def check_save_dir(path: str | None, force: bool) -> None:
-    """Refuse a non-empty folder before any work is done, so that no work is lost to the refusal."""
-    if path and Path(path).exists() and any(Path(path).iterdir()) and not force:
-        raise InputError(f"save folder {path} is not empty; pass --force to overwrite it")
+def check_empty(path: str | Path | None, hint: str) -> None:
+    """Refuse a non-empty folder before any work is done, so that nothing finished is written over and no
+    work is lost to the refusal; `hint` says how to go on."""
+    if path and Path(path).exists() and any(Path(path).iterdir()):
+        raise InputError(f"folder {path} is not empty; {hint}")
 
 
 def scores(config: Config) -> list[Score]:
