@@ -331,6 +331,7 @@ def show(cfg: configuration.Config, run: str) -> None:
 
 def generate_data(cfg: configuration.Config, out: str) -> None:
     import json
+    import re
 
     from pruners import data, models
     from pruners.device import resolve_device
@@ -340,11 +341,30 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
         raise InputError(f"{out} exists; pass --force to overwrite it")
     device = resolve_device(cfg.model.device)
     model, tokenizer = models.load(cfg.model.name, models.resolve_dtype(cfg.model.dtype, device))
-    seqlen = models.window_length(model, cfg.data.seqlen)
-    say(f"writing {cfg.data.nsamples} samples of {seqlen} tokens (seed {cfg.data.seed}) to {out}")
-    samples = data.generate_self_data(model.to(device), tokenizer, cfg.data.nsamples, seqlen, cfg.data.seed, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    seqlen, n, seed = models.window_length(model, cfg.data.seqlen), cfg.data.nsamples, cfg.data.seed
+    # Samples go to a side file as they come (minutes apart on a CPU), named by what they depend on, so
+    # that the same command after a kill keeps them; a torn last line is dropped.
+    partial = path.with_name(f"{path.name}.{re.sub(r'[^A-Za-z0-9.-]', '_', cfg.model.name)}-seed{seed}-{seqlen}.partial")
+    kept = []
+    for line in partial.read_text().splitlines()[:n] if partial.exists() else []:
+        try:
+            if len(json.loads(line)["ids"]) == seqlen:
+                kept.append(line + "\n")
+                continue
+        except (ValueError, KeyError, TypeError):
+            pass
+        break
+    say(f"writing {n} samples of {seqlen} tokens (seed {seed}) to {out}"
+        + (f", {len(kept)} kept from {partial}" if kept else ""))
+    start = time.perf_counter()
+    with partial.open("w") as file:
+        file.writelines(kept)
+        samples = data.generate_self_data(model.to(device), tokenizer, n, seqlen, seed, device, skip=len(kept))
+        for i, sample in enumerate(samples, start=len(kept) + 1):
+            file.write(json.dumps(sample) + "\n")
+            file.flush()
+            say(f"sample {i}/{n} ({time.perf_counter() - start:.0f} s)")
+    partial.replace(path)
 
 
 COMMANDS = {

@@ -5,6 +5,7 @@ folder of them), `wikitext2` and `c4` (through the `datasets` package). When cal
 name the same offline source, its head calibrates and its tail evaluates, so they never overlap.
 """
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -121,23 +122,23 @@ def evaluation_tokens(tokenizer, text: str) -> torch.Tensor:
     return tokenizer(text, return_tensors="pt").input_ids
 
 
-@torch.no_grad()
-def generate_self_data(model, tokenizer, nsamples: int, seqlen: int, seed: int, device: torch.device) -> list[dict]:
+def generate_self_data(model, tokenizer, nsamples: int, seqlen: int, seed: int, device: torch.device,
+                       skip: int = 0) -> Iterator[dict]:
     """Texts the model writes itself (after LLM-QAT, as Shin et al. generate calibration data): a first token
     uniform over the vocabulary, greedy decoding to 5 tokens, then sampling (top-k 50, temperature 1) to
-    `seqlen` tokens. Sample i draws from its own generator seeded by (seed, i): the same file for a seed.
+    `seqlen` tokens. Sample i draws from its own generator seeded by (seed, i): the same file for a seed,
+    and samples `skip` to `nsamples` - 1 alone are the rest of it (a killed run goes on where it stopped).
     Their English filter (an unseeded language detector) is left out. Each sample is {"text", "ids"}: the
-    text as theirs stores it, and the exact tokens (decoding and encoding again may not give them back)."""
-    samples = []
-    for i in range(nsamples):
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    text as theirs stores it, and the exact tokens (decoding and encoding again may not give them back);
+    each is yielded as soon as it is written, minutes apart on a CPU."""
+    for i in range(skip, nsamples):
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed * 1_000_003 + i)
             first = torch.randint(len(tokenizer), (1, 1), device=device)
             start = model.generate(first, do_sample=False, max_length=5, pad_token_id=tokenizer.eos_token_id)
             ids = model.generate(start, do_sample=True, top_k=50, top_p=1.0, temperature=1.0, max_length=seqlen,
                                  min_length=seqlen, pad_token_id=tokenizer.eos_token_id)
-        samples.append({"text": tokenizer.decode(ids[0], skip_special_tokens=True), "ids": ids[0].tolist()})
-    return samples
+        yield {"text": tokenizer.decode(ids[0], skip_special_tokens=True), "ids": ids[0].tolist()}
 
 
 def read_self_data(path: str, nsamples: int) -> list[dict]:

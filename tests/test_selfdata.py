@@ -13,9 +13,9 @@ CPU = torch.device("cpu")
 
 def test_generated_samples_repeat_for_a_seed_and_differ_for_another(tiny_dir):
     model, tokenizer = models.load(tiny_dir)
-    one = data.generate_self_data(model, tokenizer, 2, 12, seed=0, device=CPU)
-    assert one == data.generate_self_data(model, tokenizer, 2, 12, seed=0, device=CPU)
-    other = data.generate_self_data(model, tokenizer, 2, 12, seed=1, device=CPU)
+    one = list(data.generate_self_data(model, tokenizer, 2, 12, seed=0, device=CPU))
+    assert one == list(data.generate_self_data(model, tokenizer, 2, 12, seed=0, device=CPU))
+    other = list(data.generate_self_data(model, tokenizer, 2, 12, seed=1, device=CPU))
     assert [s["ids"] for s in one] != [s["ids"] for s in other]
     assert [len(s["ids"]) for s in one] == [12, 12] and one[0]["ids"] != one[1]["ids"]
     assert all(s["text"] == tokenizer.decode(s["ids"], skip_special_tokens=True) for s in one)
@@ -37,6 +37,28 @@ def test_generate_data_command_and_mixing_into_calibration(tiny_dir, tmp_path, c
     assert host.calibration.shape == (4, 16)
     assert torch.equal(host.calibration[:2], plain.calibration)
     assert host.calibration[2:].tolist() == [lines[0]["ids"], lines[1]["ids"]]
+
+
+def test_a_killed_generate_data_keeps_its_samples(tiny_dir, tmp_path, monkeypatch, capsys):
+    whole, out = tmp_path / "whole.jsonl", tmp_path / "self.jsonl"
+    args = ["generate-data", "--model", tiny_dir, "--nsamples", "3", "--seqlen", "16", "--out"]
+    assert main(args + [str(whole)]) == 0
+    generate = data.generate_self_data
+
+    def killed_after_one(*a, **k):
+        yield next(generate(*a, **k))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "generate_self_data", killed_after_one)
+    assert main(args + [str(out)]) == 130 and not out.exists()
+    [partial] = tmp_path.glob("self.jsonl.*.partial")
+    with partial.open("a") as file:
+        file.write('{"text": "torn')  # a kill while writing the second sample
+    monkeypatch.setattr(data, "generate_self_data", generate)
+    capsys.readouterr()
+    assert main(args + [str(out)]) == 0
+    assert f"1 kept from {partial}" in capsys.readouterr().err
+    assert out.read_text() == whole.read_text() and not partial.exists()
 
 
 def test_text_only_lines_are_tokenized(tiny_dir, tmp_path):
