@@ -25,8 +25,23 @@ def _invisible_scale(factor: sympy.Expr, rows_only: bool) -> bool:
     return base.func == RowSum and (rows_only or all(LEAVES[s.name].per == "input" for s in base.free_symbols))
 
 
+def _root(expr: sympy.Expr) -> sympy.Expr:
+    """A score that is never negative ranks, in every group, as any power k > 0 of it does: a product of
+    powers whose absolute exponents sum to 1, so that W^2 X^2 is |W| X and W^4 X^3 log(X)^2 is
+    W^2 X^1.5 |log X|. Every operator is real-valued, so a factor is nonnegative when its base is (a
+    nonnegative leaf, an absolute value) or its exponent is even; otherwise the form stays as it is."""
+    powers = [factor.as_base_exp() for factor in sympy.Mul.make_args(expr)]
+    if not all(e.is_number and e.is_real and (b.is_nonnegative or isinstance(b, sympy.Abs) or e.is_even)
+               for b, e in powers):
+        return expr
+    total = sum(abs(e) for _, e in powers)
+    return sympy.Mul(*(sympy.Pow(b if b.is_nonnegative or isinstance(b, sympy.Abs) else sympy.Abs(b), e / total)
+                       for b, e in powers))
+
+
 def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
-    """The sympy form of the simplified tree with a positive factor and an added constant removed; a
+    """The sympy form of the simplified tree with a positive factor and an added constant removed, and a
+    nonnegative product of powers as its root (`_root`); a
     positive factor is a number, or a norm or sum over the whole tensor (the same for every weight of a
     layer, so no comparison group can tell it: rows, columns, the layer, N:M blocks). `rows_only`: every
     comparison is inside a row (per-row and N:M masks), so a factor per row is invisible too."""
@@ -41,7 +56,7 @@ def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
         kept = [f for f in expr.args if not _invisible_scale(f, rows_only)]
         if kept:
             expr = sympy.Mul(*kept)
-    return expr
+    return _root(expr)
 
 
 def canonical_key(tree: Node, rows_only: bool = False) -> str:

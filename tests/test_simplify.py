@@ -117,6 +117,25 @@ def test_a_factor_over_the_whole_tensor_leaves_the_key():
         metrics.canonical_key(parse("add(W, X)"), rows_only=True)  # inside a sum it is no factor of the score
 
 
+def test_a_power_of_a_nonnegative_score_shares_its_key():
+    """W^2 X^2 is (|W| X)^2 and W^4 X^3 log(X)^2 is (W^2 X^1.5 |log X|)^2: a nonnegative score and its powers
+    prune alike in every group, so they share a key (the searches spent evaluations on such copies); a
+    signed one does not (W X^2 against |W| X^2), nor another exponent (W^2 X |log X| against W^2 X log(X)^2)."""
+    same = [["mul(abs(W), X)", "mul(mul(sqr(W), X), X)", "sqrt(mul(abs(W), X))"],
+            ["mul(mul(sqr(sqr(W)), mul(X, sqr(X))), sqr(log(X)))", "mul(mul(sqr(W), mul(X, sqrt(X))), abs(log(X)))"]]
+    stats = probe(rows=32, cols=64, seed=7)
+    specs = [Sparsity.parse("unstructured", 0.5, g) for g in ("row", "column", "layer")] + [Sparsity.parse("2:4")]
+    for group in same:
+        assert len({metrics.canonical_key(parse(e)) for e in group}) == 1, group
+        scores = [compile_metric(parse(e))(**stats) for e in group]
+        for spec in specs:
+            assert all(torch.equal(masks.mask(scores[0], spec), masks.mask(s, spec)) for s in scores[1:]), (group, spec)
+    apart = [("mul(W, sqr(X))", "mul(abs(W), sqr(X))"),
+             ("mul(mul(sqr(W), X), abs(log(X)))", "mul(mul(sqr(W), X), sqr(log(X)))")]
+    for a, b in apart:
+        assert metrics.canonical_key(parse(a)) != metrics.canonical_key(parse(b))
+
+
 def test_a_per_row_factor_keeps_its_key():
     """Dividing by a row's sum keeps every comparison inside a row (per-row and N:M masks) but not one across
     rows (a per-layer mask): the key must tell the metrics apart, or a layer-wise fitness would be wrong."""
