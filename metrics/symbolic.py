@@ -31,12 +31,11 @@ def _root(expr: sympy.Expr) -> sympy.Expr:
     W^2 X^1.5 |log X|. Every operator is real-valued, so a factor is nonnegative when its base is (a
     nonnegative leaf, an absolute value) or its exponent is even; otherwise the form stays as it is."""
     powers = [factor.as_base_exp() for factor in sympy.Mul.make_args(expr)]
-    if not all(e.is_number and e.is_real and (b.is_nonnegative or isinstance(b, sympy.Abs) or e.is_even)
-               for b, e in powers):
+    nonnegative = lambda base: base.is_nonnegative or isinstance(base, sympy.Abs)
+    if not all(e.is_number and e.is_real and (nonnegative(b) or e.is_even) for b, e in powers):
         return expr
     total = sum(abs(e) for _, e in powers)
-    return sympy.Mul(*(sympy.Pow(b if b.is_nonnegative or isinstance(b, sympy.Abs) else sympy.Abs(b), e / total)
-                       for b, e in powers))
+    return sympy.Mul(*(sympy.Pow(b if nonnegative(b) else sympy.Abs(b), e / total) for b, e in powers))
 
 
 def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
