@@ -42,10 +42,11 @@ def assign(score: torch.Tensor, order: torch.Tensor, n: int, m: int, position: i
     others = torch.cat([ordered[:, :, :position], ordered[:, :, position + 1:]], dim=2)  # (rows, groups, m-1)
     threshold = others.topk(n, dim=2).values[:, :, -1]  # (rows, groups)
     candidates = ordered[:, :, position]  # (rows, groups): the channel now at `position` of each group
-    chunk = max(1, 2**24 // candidates.numel())  # groups per step: (rows, chunk, groups) stays near 64 MB
-    gain = torch.cat([(candidates.unsqueeze(1) - threshold[:, g:g + chunk, None]).clamp_(min=0).sum(dim=0)
-                      for g in range(0, groups, chunk)])  # (group, candidate)
-    _, chosen = linear_sum_assignment(gain.double().numpy(), maximize=True)  # chosen[g]: the candidate group g takes
+    # Over rows, max(0, v - t) sums to (|v - t| + v - t) / 2. An assignment places every candidate and fills
+    # every group once, so the v and t terms add the same to each assignment: the L1 distance alone decides
+    # (cdist, with no (rows, groups, groups) temporary: five times faster).
+    gain = torch.cdist(threshold.T.double(), candidates.T.double(), p=1)  # (group, candidate)
+    _, chosen = linear_sum_assignment(gain.numpy(), maximize=True)  # chosen[g]: the candidate group g takes
     moved = order.clone()
     moved[position::m] = order[position::m][torch.from_numpy(chosen)]
     return moved
