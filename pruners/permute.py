@@ -45,8 +45,8 @@ def assign(score: torch.Tensor, order: torch.Tensor, n: int, m: int, position: i
     # Over rows, max(0, v - t) sums to (|v - t| + v - t) / 2. An assignment places every candidate and fills
     # every group once, so the v and t terms add the same to each assignment: the L1 distance alone decides
     # (cdist, with no (rows, groups, groups) temporary: five times faster).
-    gain = torch.cdist(threshold.T.double(), candidates.T.double(), p=1)  # (group, candidate)
-    _, chosen = linear_sum_assignment(gain.numpy(), maximize=True)  # chosen[g]: the candidate group g takes
+    distance = torch.cdist(threshold.T.double(), candidates.T.double(), p=1)  # (group, candidate)
+    _, chosen = linear_sum_assignment(distance.numpy(), maximize=True)  # chosen[g]: the candidate group g takes
     moved = order.clone()
     moved[position::m] = order[position::m][torch.from_numpy(chosen)]
     return moved
