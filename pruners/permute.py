@@ -38,14 +38,14 @@ def assign(score: torch.Tensor, order: torch.Tensor, n: int, m: int, position: i
     assignment. Placing channel v in a group adds to its kept score max(0, v - t) per row, t being the
     N-th largest of the group's other M-1 scores: v displaces that one only when larger."""
     groups = score.shape[1] // m
-    ordered = score[:, order].reshape(score.shape[0], groups, m).float()  # (rows, groups, m)
+    ordered = score[:, order].reshape(score.shape[0], groups, m).double()  # (rows, groups, m), float64 for the distances
     others = torch.cat([ordered[:, :, :position], ordered[:, :, position + 1:]], dim=2)  # (rows, groups, m-1)
     threshold = others.topk(n, dim=2).values[:, :, -1]  # (rows, groups)
     candidates = ordered[:, :, position]  # (rows, groups): the channel now at `position` of each group
     # Over rows, max(0, v - t) sums to (|v - t| + v - t) / 2. An assignment places every candidate and fills
     # every group once, so the v and t terms add the same to each assignment: the L1 distance alone decides
     # (cdist, with no (rows, groups, groups) temporary: five times faster).
-    distance = torch.cdist(threshold.T.double(), candidates.T.double(), p=1)  # (group, candidate)
+    distance = torch.cdist(threshold.T, candidates.T, p=1)  # (group, candidate)
     _, chosen = linear_sum_assignment(distance.numpy(), maximize=True)  # chosen[g]: the candidate group g takes
     moved = order.clone()
     moved[position::m] = order[position::m][torch.from_numpy(chosen)]
