@@ -43,8 +43,10 @@ def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
     nonnegative product of powers as its root (`_root`); a
     positive factor is a number, or a norm or sum over the whole tensor (the same for every weight of a
     layer, so no comparison group can tell it: rows, columns, the layer, N:M blocks). `rows_only`: every
-    comparison is inside a row (per-row and N:M masks), so a factor per row is invisible too."""
-    expr = to_sympy(simplify(tree))
+    comparison is inside a row (per-row and N:M masks), so a factor per row is invisible too. A number common
+    to a sum's terms comes out of it first: sympy writes 10000 (G + X) as 10000 G + 10000 X, which would
+    hide the factor (a permuted search evaluated W^2 X (G + X) and W^2 X (G + X) 10000 apart)."""
+    expr = sympy.factor_terms(to_sympy(simplify(tree)))
     constant, rest = expr.as_coeff_Add()
     if rest != 0:
         expr = rest

@@ -117,6 +117,19 @@ def test_a_factor_over_the_whole_tensor_leaves_the_key():
         metrics.canonical_key(parse("add(W, X)"), rows_only=True)  # inside a sum it is no factor of the score
 
 
+def test_a_number_common_to_a_sum_is_a_factor_of_the_score():
+    """sympy multiplies a number into a sum (10000 (G + X) becomes 10000 G + 10000 X): the key takes it out
+    again, so the scaled copies share a key; a number on one term only changes the ranking and stays."""
+    same = ["mul(mul(sqr(W), X), add(G, X))", "mul(mul(sqr(W), mul(add(G, X), 10000)), X)",
+            "mul(mul(sqr(W), X), add(mul(G, 3), mul(3, X)))", "add(mul(mul(sqr(W), X), G), mul(sqr(mul(W, X)), 1))"]
+    assert len({metrics.canonical_key(parse(e)) for e in same}) == 1
+    stats = probe(rows=32, cols=64, seed=11)
+    scores = [compile_metric(parse(e))(**stats) for e in same]
+    for spec in [Sparsity.parse("unstructured", 0.5, g) for g in ("row", "column", "layer")] + [Sparsity.parse("2:4")]:
+        assert all(torch.equal(masks.mask(scores[0], spec), masks.mask(s, spec)) for s in scores[1:]), spec
+    assert metrics.canonical_key(parse("mul(mul(sqr(W), X), add(mul(G, 3), X))")) != metrics.canonical_key(parse(same[0]))
+
+
 def test_a_power_of_a_nonnegative_score_shares_its_key():
     """W^2 X^2 is (|W| X)^2 and W^4 X^3 log(X)^2 is (W^2 X^1.5 |log X|)^2: a nonnegative score and its powers
     prune alike in every group, so they share a key (the searches spent evaluations on such copies); a
