@@ -94,11 +94,31 @@ def old_transformers(model):
             layers[i] = layer
 
 
-def import_originals(wanda: Path, sparsegpt: Path):
+def stub_datasets() -> None:
+    """`datasets` may be absent: the originals' data modules only need the name at import."""
     try:
         import datasets  # noqa: F401
     except ImportError:
         sys.modules["datasets"] = types.SimpleNamespace(load_dataset=None)
+
+
+def their_inputs(bench: Workbench, prune_module) -> tuple[list, types.SimpleNamespace]:
+    """Our calibration samples as their (input, target) pairs, patched in as `prune_module`'s loader, and our
+    evaluation tokens as their `testenc`; sets what their code reads off the model."""
+    calibration = [(s.unsqueeze(0), None) for s in bench.host.calibration]
+    prune_module.get_loaders = lambda *a, **k: (calibration, None)
+    bench.host.model.seqlen, bench.host.model.hf_device_map = bench.host.seqlen, {}
+    return calibration, types.SimpleNamespace(input_ids=bench.host.windows.reshape(1, -1))
+
+
+def first_block(model) -> set[str]:
+    """The target names of block 0's linears, where both sides prune from the same inputs."""
+    block0 = {id(lin.weight) for lin in models.linears(models.blocks(model)[0]).values()}
+    return {n for n, lin in models.target_linears(model).items() if id(lin.weight) in block0}
+
+
+def import_originals(wanda: Path, sparsegpt: Path):
+    stub_datasets()
     for path in (wanda, sparsegpt):
         if not path.is_dir():
             raise SystemExit(f"no checkout at {path}")
@@ -167,9 +187,7 @@ def main():
                  "data.seed": args.seed, "evaluate.options.perplexity.texts": args.also_eval}
     bench = Workbench(config.load(None, {"data.calib": "pydoc", "data.eval": "pydoc", **overrides}))
     model, device = bench.host.model, bench.host.device
-    calibration = [(s.unsqueeze(0), None) for s in bench.host.calibration]  # their loaders' (input, target) pairs
-    wanda_prune.get_loaders = lambda *a, **k: (calibration, None)
-    testenc = types.SimpleNamespace(input_ids=bench.host.windows.reshape(1, -1))
+    calibration, testenc = their_inputs(bench, wanda_prune)  # SparseGPT's llama_sequential takes the same pairs
 
     def theirs(method: str, n: int, m: int) -> None:
         options = types.SimpleNamespace(nsamples=args.nsamples, seed=0, sparsity_ratio=0.5, use_variant=False)
@@ -183,12 +201,10 @@ def main():
             getattr(wanda_prune, f"prune_{method}")(options, model, None, device, prune_n=n, prune_m=m)
 
     print(f"{args.nsamples} x {args.seqlen} calibration tokens, {bench.host.windows.numel()} evaluation tokens", flush=True)
-    model.seqlen, model.hf_device_map = bench.host.seqlen, {}  # what their code reads off the model
     dense = their_perplexity(wanda_eval, model, testenc, device)
     print(f"dense: ours {bench.run(pruners.method('dense'), Sparsity.parse('unstructured')).scores['perplexity']:.3f}, "
           f"theirs {dense:.3f}")
-    block0 = {id(lin.weight) for lin in models.linears(models.blocks(model)[0]).values()}
-    first = {n for n, lin in models.target_linears(model).items() if id(lin.weight) in block0}
+    first = first_block(model)
     print("| method | pattern | ours | theirs | our sparsity | their sparsity | masks differ | in block 0 "
           "| weights differ | ours s | theirs s |" + "".join(f" {label(t)} ours / theirs |" for t in args.also_eval))
     print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(args.also_eval))

@@ -33,12 +33,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pruners  # noqa: E402
 from evolve import config  # noqa: E402
 from evolve.scores.perplexity import label  # noqa: E402
 from evolve.workbench import Workbench  # noqa: E402
+from fidelity import stub_datasets  # noqa: E402
 from pruners import models, walker  # noqa: E402
 from pruners.spec import Sparsity  # noqa: E402
 
@@ -46,10 +48,7 @@ from pruners.spec import Sparsity  # noqa: E402
 def import_theirs(checkout: Path):
     """Their prune module, with `update_round = 1` (block 0 only, without cr) set to their own
     commented-out `len(layers)`."""
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        sys.modules["datasets"] = types.SimpleNamespace(load_dataset=None)
+    stub_datasets()
     import transformers
     from transformers import pytorch_utils
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pruners  # noqa: E402
 from evolve import config  # noqa: E402
 from evolve.workbench import Workbench  # noqa: E402
-from fidelity import compare, old_transformers, their_perplexity, weights  # noqa: E402
+from fidelity import compare, first_block, old_transformers, stub_datasets, their_inputs, their_perplexity, weights  # noqa: E402
 from pruners import models  # noqa: E402
 from pruners.spec import Sparsity  # noqa: E402
 
@@ -44,10 +44,7 @@ POINTS = {  # ours (pattern, group, permute), theirs (n, m, reallocation and ass
 
 
 def import_theirs(checkout: Path):
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        sys.modules["datasets"] = types.SimpleNamespace(load_dataset=None)
+    stub_datasets()
     if not (checkout / "lib" / "prune.py").is_file():
         raise SystemExit(f"no checkout of RIA's code at {checkout}")
     sys.path.insert(0, str(checkout))
@@ -103,13 +100,8 @@ def main():
     overrides = {"data.nsamples": args.nsamples, "data.seqlen": args.seqlen, "data.eval_tokens": args.eval_tokens}
     bench = Workbench(config.load(None, {"data.calib": "pydoc", "data.eval": "pydoc", **overrides}))
     model, device = bench.host.model, bench.host.device
-    calibration = [(s.unsqueeze(0), None) for s in bench.host.calibration]  # their loaders' (input, target) pairs
-    ria_prune.get_loaders = lambda *a, **k: (calibration, None)
-    testenc = types.SimpleNamespace(input_ids=bench.host.windows.reshape(1, -1))
-    model.seqlen, model.hf_device_map = bench.host.seqlen, {}  # what their code reads off the model
-
-    block0 = {id(lin.weight) for lin in models.linears(models.blocks(model)[0]).values()}
-    first = {n for n, lin in models.target_linears(model).items() if id(lin.weight) in block0}
+    _, testenc = their_inputs(bench, ria_prune)
+    first = first_block(model)
     scores = ria_scores(model, bench.host.statistic("X"), first)
     plain = None  # block 0's kept score under the unpermuted 2:4 mask (ours)
     print(f"{args.nsamples} x {args.seqlen} calibration tokens, {bench.host.windows.numel()} evaluation tokens", flush=True)
@@ -138,7 +130,6 @@ def main():
         print(f"| {point} | {row.scores['perplexity']:.3f} | {ppl:.3f} | {masks:.2%} | {masks0:.2%} "
               f"| {kept(scores, ours):.6g} / {kept(scores, theirs):.6g}{base} | {row.prune_seconds:.0f} | {seconds:.0f} |",
               flush=True)
-        bench.host.restore()
 
 
 if __name__ == "__main__":
