@@ -175,9 +175,35 @@ def compare_rows(folder: Path, cfg) -> list:
     return [Row(**r) for r in saved["rows"] if not r["error"]]
 
 
+def bar_order(methods: list[str]) -> list[tuple[str, int, float]]:
+    """(label, family, shade) per row label, in plotting order. A label "wanda +br+gp" is Wanda's masks, then
+    a reconstruction: one method's rows sit side by side in the order of their stages (none, lr, ..., br,
+    br+gp, br+gp+cr) as one family (its index: the method's first appearance), shaded from light (0) to
+    full (1), so that a table of methods x reconstructions reads by colour. A label without a reconstruction
+    is a family of its own."""
+    from pruners.reconstruct import STAGES
+
+    def split(label: str) -> tuple[str, tuple[int, ...]]:  # (method, its stages' places in STAGES)
+        base, _, stages = label.rpartition(" +")
+        if not base or not (stages == "none" or all(s in STAGES for s in stages.split("+"))):
+            return label, ()
+        return base, () if stages == "none" else tuple(STAGES.index(s) + 1 for s in stages.split("+"))
+
+    parts = {label: split(label) for label in methods}
+    bases = list(dict.fromkeys(base for base, _ in parts.values()))
+    size = {base: sum(b == base for b, _ in parts.values()) for base in bases}
+    out, placed = [], dict.fromkeys(bases, 0)
+    for label in sorted(methods, key=lambda label: (bases.index(parts[label][0]), parts[label][1])):
+        base = parts[label][0]
+        out.append((label, bases.index(base), placed[base] / (size[base] - 1) if size[base] > 1 else 1.0))
+        placed[base] += 1
+    return out
+
+
 def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_better) -> None:
-    """One panel per score: grouped bars per sparsity point, one colour per method, the dense model as a
-    dashed line, values on the bars, a log axis for perplexities."""
+    """One panel per score: grouped bars per sparsity point, one colour per method (its reconstructions in
+    shades of it, see bar_order), the dense model as a dashed line, values on the bars, a log axis for
+    perplexities."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,10 +213,16 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
     dense = {c: r.scores[c] for r in done if r.point == "-" for c in r.scores}
     pruned = [r for r in done if r.point != "-"]
     points = list(dict.fromkeys(r.point for r in pruned))
-    methods = list(dict.fromkeys(r.method for r in pruned))
+    bars_of = bar_order(list(dict.fromkeys(r.method for r in pruned)))
+    methods = [label for label, _, _ in bars_of]
     cols = cols or ["(no score)"]
     width = 0.8 / max(1, len(methods))
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    if len({family for _, family, _ in bars_of}) == len(bars_of):  # no reconstructions side by side
+        palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        colours = [palette(j) for j in range(len(methods))]
+    else:  # a family's hue, mixed with white from 60% (its lightest) to none (its fullest)
+        palette = plt.get_cmap("tab10")
+        colours = [tuple(1 - (0.4 + 0.6 * shade) * (1 - c) for c in palette(family % 10)[:3]) for _, family, shade in bars_of]
     ncols = min(2, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     panel_width = max(4.5, 0.45 * len(points) * max(1, len(methods)) + 1.5)
@@ -198,6 +230,8 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
                              layout="constrained")
     for ax, col in zip(axes.flat, cols):
         log = lower_is_better(col)
+        if col in dense:
+            ax.axhline(dense[col], color="black", linestyle="--", linewidth=1, label="dense")
         for j, method in enumerate(methods):
             xs, ys = [], []
             for i, point in enumerate(points):
@@ -205,11 +239,9 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
                 if value is not None and math.isfinite(value):
                     xs.append(i + (j - (len(methods) - 1) / 2) * width)
                     ys.append(value)
-            bars = ax.bar(xs, ys, width, label=method, color=colours(j))
+            bars = ax.bar(xs, ys, width, label=method, color=colours[j], edgecolor="white", linewidth=0.3)
             ax.bar_label(bars, labels=[f"{y:.3g}" if abs(y) < 1000 else f"{y:.0f}" for y in ys], fontsize=7,
                          rotation=90, padding=2)
-        if col in dense:
-            ax.axhline(dense[col], color="black", linestyle="--", linewidth=1, label="dense")
         ax.set_xticks(range(len(points)), points)
         dense_note = f", dense {dense[col]:.3g}" if col in dense else ""
         ax.set(title=f"{col} ({'lower' if log else 'higher'} is better{dense_note})")
@@ -219,7 +251,15 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
     for ax in axes.flat[len(cols):]:
         ax.set_visible(False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
+    sizes = [sum(family == f for _, family, _ in bars_of) for f in dict.fromkeys(family for _, family, _ in bars_of)]
+    legend_cols = min(3, len(labels))
+    if len(set(sizes)) == 1 and sizes[0] > 1:  # a legend column per family (the entries fill columns first)
+        legend_cols = len(sizes)
+        if labels[0] == "dense":  # the dense line takes a column of its own, padded to the families' height
+            blank = [plt.Line2D([], [], alpha=0)] * (sizes[0] - 1)
+            handles, labels = handles[:1] + blank + handles[1:], labels[:1] + [""] * len(blank) + labels[1:]
+            legend_cols += 1
+    fig.legend(handles, labels, loc="outside lower center", ncols=legend_cols, fontsize=8)
     fig.suptitle(f"{model}: scores after pruning, by sparsity point")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -114,3 +114,15 @@ def test_a_killed_compare_resumes_to_the_uninterrupted_table(tiny_dir, tmp_path,
     assert measured(cut) == measured(whole)
     assert len(measured(whole)) == 5
     assert (cut / "compare.md").read_text().count("\n| ") == 5
+
+
+def test_a_methods_reconstructions_plot_side_by_side_from_none_to_the_fullest():
+    from evolve.results import bar_order
+
+    labels = ["wanda +br", "magnitude +none", "wanda +none", "wanda +br+gp+cr", "magnitude +lr", "metric:W + X",
+              "wanda +lr"]
+    assert bar_order(labels) == [
+        ("wanda +none", 0, 0.0), ("wanda +lr", 0, 1 / 3), ("wanda +br", 0, 2 / 3), ("wanda +br+gp+cr", 0, 1.0),
+        ("magnitude +none", 1, 0.0), ("magnitude +lr", 1, 1.0),
+        ("metric:W + X", 2, 1.0),  # " +" that starts no reconstruction is part of the name
+    ]
