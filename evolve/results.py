@@ -215,9 +215,11 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
     points = list(dict.fromkeys(r.point for r in pruned))
     bars_of = bar_order(list(dict.fromkeys(r.method for r in pruned)))
     methods = [label for label, _, _ in bars_of]
+    families = [family for _, family, _ in bars_of]
+    sizes = [families.count(f) for f in dict.fromkeys(families)]  # bars per family
     cols = cols or ["(no score)"]
     width = 0.8 / max(1, len(methods))
-    if len({family for _, family, _ in bars_of}) == len(bars_of):  # no reconstructions side by side
+    if max(sizes, default=1) == 1:  # no reconstructions side by side
         palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
         colours = [palette(j) for j in range(len(methods))]
     else:  # a family's hue, mixed with white from 60% (its lightest) to none (its fullest)
@@ -251,7 +253,6 @@ def plot_compare(path: Path, rows: list, cols: list[str], model: str, lower_is_b
     for ax in axes.flat[len(cols):]:
         ax.set_visible(False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    sizes = [sum(family == f for _, family, _ in bars_of) for f in dict.fromkeys(family for _, family, _ in bars_of)]
     legend_cols = min(3, len(labels))
     if len(set(sizes)) == 1 and sizes[0] > 1:  # a legend column per family (the entries fill columns first)
         legend_cols = len(sizes)
