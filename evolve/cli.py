@@ -9,7 +9,7 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
-from evolve.workbench import Row, Workbench, check_empty, columns, host, row_point, say, table, table_header, table_row
+from evolve.workbench import Row, Workbench, check_empty, check_writable, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory
@@ -200,6 +200,7 @@ def baseline(cfg: configuration.Config) -> None:
     method.check(spec)
     if not cfg.force:
         check_empty(cfg.save, "pass --force to overwrite it")
+    check_writable(cfg.save)
     bench = Workbench(cfg)
     say(f"pruning with {method.name} at {spec.point()}")
     row = bench.run(method, spec)
@@ -264,12 +265,19 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
     methods = with_reconstructions(methods, cfg.compare.reconstruct)
+    plan = []  # (method, point) of every row, each checked here, before any model loads
     for method in methods:  # each method runs at the points of the patterns it prunes
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
+        takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
+                           and (not s.permute or method.permutes))
+        for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
+            method.check(spec)
+            plan.append((method, spec))
     folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if not resume:  # a folder that holds results is continued with --resume, never written over
         check_empty(folder, f"continue it with --resume {folder}")
+    check_writable(folder)
     rows = results.compare_rows(folder, cfg) if resume else []  # refused before any model loads if it measured otherwise
     bench, shown = Workbench(cfg), None  # bad scores and models fail here, before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,23 +285,20 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
     done = {(r.method, r.point) for r in rows}
     if rows:
         say(f"{len(rows)} rows kept from {folder}")
-    for method in methods:
-        takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
-                           and (not s.permute or method.permutes))
-        for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
-            if (method.label(), row_point(method, spec)) in done:
-                continue
-            say(f"{method.label()} at {spec.point()}")
-            try:
-                row = bench.run(method, spec)
-            except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
-                row = Row(method.label(), row_point(method, spec), float("nan"), error=str(error).splitlines()[0])
-            rows.append(row)
-            if columns(rows) != shown:  # a header for the first row, and again when a row brings new scores
-                shown = columns(rows)  # (the dense row has no reconstruction errors, the rows after it do)
-                print(table_header(shown), flush=True)
-            print(table_row(row, shown), flush=True)
-            results.write_compare(folder, rows, cfg, bench.lower_is_better)  # after every row: nothing finished is lost
+    for method, spec in plan:
+        if (method.label(), row_point(method, spec)) in done:
+            continue
+        say(f"{method.label()} at {spec.point()}")
+        try:
+            row = bench.run(method, spec)
+        except (FloatingPointError, RuntimeError, InputError, MetricError) as error:
+            row = Row(method.label(), row_point(method, spec), float("nan"), error=str(error).splitlines()[0])
+        rows.append(row)
+        if columns(rows) != shown:  # a header for the first row, and again when a row brings new scores
+            shown = columns(rows)  # (the dense row has no reconstruction errors, the rows after it do)
+            print(table_header(shown), flush=True)
+        print(table_row(row, shown), flush=True)
+        results.write_compare(folder, rows, cfg, bench.lower_is_better)  # after every row: nothing finished is lost
     say(f"table, CSV, JSON and plot in {folder}")
 
 
@@ -307,6 +312,7 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
     if not resume:
         check_empty(run_dir, f"continue it with --resume {run_dir}")
+    check_writable(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     results.save_config(run_dir, cfg)
     s = cfg.search
@@ -339,6 +345,7 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
     path = Path(out)
     if path.exists() and not cfg.force:
         raise InputError(f"{out} exists; pass --force to overwrite it")
+    check_writable(path.parent)
     device = resolve_device(cfg.model.device)
     model, tokenizer = models.load(cfg.model.name, models.resolve_dtype(cfg.model.dtype, device))
     seqlen, n, seed = models.window_length(model, cfg.data.seqlen), cfg.data.nsamples, cfg.data.seed
@@ -357,6 +364,7 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
     say(f"writing {n} samples of {seqlen} tokens (seed {seed}) to {out}"
         + (f", {len(kept)} kept from {partial}" if kept else ""))
     start = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("w") as file:
         file.writelines(kept)
         samples = data.generate_self_data(model.to(device), tokenizer, n, seqlen, seed, device, skip=len(kept))
@@ -393,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, MetricError) as error:
         print(f"evolve: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a disk that fills or a folder taken away while working: one line too
+        print(f"evolve: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("evolve: interrupted", file=sys.stderr)
         return 130

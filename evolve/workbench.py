@@ -40,6 +40,27 @@ def row_point(method: base.Pruner, spec: Sparsity) -> str:
     return "-" if method.name == "dense" else spec.point()
 
 
+def check_writable(path: str | Path | None) -> None:
+    """Refuse a folder that cannot be made or written in, before any work is done, so that no pruning is
+    lost to a save that fails at the end. The check makes the folder, writes a file in it and takes away
+    what it made."""
+    if not path:
+        return
+    folder = Path(path)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # what mkdir would make, deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".evolve-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"cannot write to folder {path}: {error.strerror or error}") from None
+    finally:
+        for p in made:
+            if p.is_dir():
+                p.rmdir()
+
+
 def check_empty(path: str | Path | None, hint: str) -> None:
     """Refuse a non-empty folder before any work is done, so that nothing finished is written over and no
     work is lost to the refusal; `hint` says how to go on."""

@@ -74,6 +74,12 @@ def check_source(source: str) -> None:
     raise InputError(f"unknown text source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
+def readable(source: str) -> None:
+    """Read `source` once, so that a missing file, a folder without text or a hub dataset out of reach is
+    refused before any model loads, not after the pruning that its measurement follows."""
+    _text(source, "evaluation", other="")
+
+
 def texts(calibration: str, evaluation: str) -> tuple[str, str]:
     """(calibration text, evaluation text); the same offline source is split so that they never overlap."""
     check_source(calibration)

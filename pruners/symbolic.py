@@ -69,6 +69,11 @@ class Metric(ScorePruner):
         """(samples, tokens per sample) of the calibration the metric was found with; None: not known."""
         return NAMED[self.metric].calibration if self.metric in NAMED else metrics.calibration_of(self.metric)
 
+    def check(self, spec):
+        """Also refuse a missing metric file, a bad expression or a degenerate metric before any model loads."""
+        self.tree
+        super().check(spec)
+
     def title(self) -> str:
         return f"metric:{self.metric}"
 

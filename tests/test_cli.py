@@ -2,6 +2,9 @@ import pytest
 
 from evolve.cli import main
 
+# Should a check made before the model loads go missing, the work it lets through is short.
+SMALL = ["--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -17,6 +20,11 @@ from evolve.cli import main
         (["baseline", "--nsamples", "0"], "data.nsamples"),
         (["compare", "--methods", "dense,nope"], "unknown method 'nope'"),
         (["baseline", "--device", "tpu"], "unknown device 'tpu'"),
+        # refused before the model loads (its lines on stderr would make two), the short data as a safeguard
+        (["apply", "/no/such/metric.json", *SMALL], "no metric file at /no/such/metric.json"),
+        (["apply", "mul(W, Y)", *SMALL], "unknown operator or leaf 'Y'"),
+        (["apply", "mul(X, X)", *SMALL], "is degenerate"),
+        (["baseline", "--also-eval", "text:/no/such/legal.txt", *SMALL], "no text file or folder at /no/such/legal.txt"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
@@ -67,6 +75,20 @@ def _one_line(capsys) -> str:
     return err[0]
 
 
+def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    from evolve.workbench import check_writable
+
+    blocker = tmp_path / "a-file"  # no folder can be made inside a file, whoever runs the test
+    blocker.write_text("")
+    for argv in (["baseline", "--save", f"{blocker}/pruned", *SMALL], ["compare", "--out", f"{blocker}/cmp", *SMALL],
+                 ["search", "--serial", "--generations", "0", "--out", f"{blocker}/run", *SMALL],
+                 ["generate-data", "--out", f"{blocker}/self.jsonl", *SMALL[:4]]):
+        assert main(argv) == 2
+        assert f"evolve: error: cannot write to folder {blocker}" in _one_line(capsys)  # one line: no model loaded
+    check_writable(tmp_path / "new" / "deeper")
+    assert list(tmp_path.iterdir()) == [blocker]  # the check takes away the folders it made
+
+
 @pytest.mark.e2e  # lm-eval's task index: 20 s
 def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
     import datasets
@@ -88,6 +110,14 @@ def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeyp
     assert main(["compare", "--tasks", "boolq", "--out", str(out)]) == 2
     assert "task boolq: its data cannot be reached" in _one_line(capsys)
     assert not out.exists()  # nothing half-written
+
+
+def test_compare_refuses_a_bad_metric_before_pruning_any_method(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "dense,wanda,metric:/no/such/metric.json", *SMALL]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "no metric file at /no/such/metric.json" in _one_line(capsys)
+    assert not out.exists()  # no row was run or written
 
 
 def _row(out: str) -> dict[str, str]:

@@ -7,13 +7,20 @@ import pytest
 from evolve.cli import main
 
 
-def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
-    degenerate = tmp_path / "x_only.json"
-    degenerate.write_text(json.dumps({"data": "sqr", "left": {"data": "X"}}))
+def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys, monkeypatch):
+    from pruners.symbolic import Metric
+
+    score = Metric.score
+
+    def nan_on_one_layer(self, name, weight, stats):  # a metric that turns NaN on a real layer, not on the probe
+        out = score(self, name, weight, stats)
+        return out + float("nan") if self.metric == "wanda" and name == "1.mlp.up_proj" else out
+
+    monkeypatch.setattr(Metric, "score", nan_on_one_layer)
     out = tmp_path / "cmp"
     legal = tmp_path / "legal.txt"
     legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact." for i in range(200)))
-    methods = f"dense,magnitude,wanda,sparsegpt,surgeon,metric:pruner-zero,metric:{degenerate}"
+    methods = "dense,magnitude,wanda,sparsegpt,surgeon,metric:pruner-zero,metric:wanda"
     code = main(["compare", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "256",
                  "--methods", methods, "--pattern", "unstructured,2:4,row-column", "--out", str(out),
                  "--also-eval", f"text:{legal}"])
@@ -21,14 +28,14 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys):
     with (out / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["point"]) for r in rows] == [("dense", "-")] + [
-        (m, p) for m in ["magnitude", "wanda", "sparsegpt", "surgeon", "metric:pruner-zero", f"metric:{degenerate}"]
+        (m, p) for m in ["magnitude", "wanda", "sparsegpt", "surgeon", "metric:pruner-zero", "metric:wanda"]
         for p in (["50%", "2:4", "row-column 50%"] if m == "surgeon" else ["50%", "2:4"])  # what each method prunes
     ]
     done = [r for r in rows if not r["error"]]
     assert len(done) == 12
     assert all(abs(float(r["sparsity"]) - 0.5) < 0.01 for r in done if r["method"] != "dense")
     assert all(float(r["removed"]) == 0 and r["params"] == rows[0]["params"] for r in done)  # zeros remove nothing
-    assert all("degenerate" in r["error"] for r in rows if r["error"])
+    assert all(r["error"] == "metric mul(abs(W), X) yields NaN or Inf on layer 1.mlp.up_proj" for r in rows if r["error"])
     printed = capsys.readouterr().out
     assert printed.count("\n| ") == 14  # header and 14 rows
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
@@ -56,7 +63,12 @@ def test_compare_refuses_points_no_method_prunes(tmp_path, capsys):
     assert "add blocks to --pattern" in capsys.readouterr().err
     assert main(["compare", "--pattern", "blocks", "--out", str(tmp_path / "c")]) == 2
     assert "needs its points: --blocks" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+    degenerate = tmp_path / "x_only.json"  # Pruner-Zero's JSON for X^2: refused, not a failed row at the end
+    degenerate.write_text(json.dumps({"data": "sqr", "left": {"data": "X"}}))
+    assert main(["compare", "--methods", f"dense,wanda,metric:{degenerate}", "--out", str(tmp_path / "d"),
+                 "--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]) == 2
+    assert "sqr(X) is degenerate" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [degenerate]
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("configs/compare-*.yaml")), ids=lambda p: p.name)

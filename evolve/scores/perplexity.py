@@ -27,11 +27,11 @@ class Perplexity(Score):
     texts: list[str] = []  # pydoc, text:PATH, wikitext2, c4
 
     def check(self) -> None:
-        for source in self.texts:
-            data.check_source(source)
         labels = [label(source) for source in self.texts]
         if len(set(labels)) < len(labels):
             raise InputError(f"perplexity texts need distinct names, got {', '.join(labels)}")
+        for source in self.texts:
+            data.readable(source)
 
     def evaluate(self, host) -> dict[str, float]:
         host.place()
