@@ -9,6 +9,7 @@ import torch
 import pruners
 from evolve import config as configuration
 from evolve import results
+from evolve.host import read_data
 from evolve.workbench import Row, Workbench, check_empty, check_writable, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
@@ -308,6 +309,8 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
 
     fitness_setup(cfg).specs()  # bad sparsity points and seed metrics fail before any folder is made
     seed_trees(cfg.search)
+    if cfg.search.serial or not cfg.search.ray_address:  # and the texts, unless they are a cluster's to read
+        read_data(cfg.model.name, cfg.data.calib, cfg.data.eval, None, 0, cfg.data.grad_calib)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
     if not resume:

@@ -24,6 +24,18 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def read_data(model: str, calib: str, eval: str, self_data: str | None, self_nsamples: int,
+              grad_calib: str | None) -> tuple[list, str, str, str | None]:
+    """What a host reads before its model loads, so that bad names and sources fail before any loading:
+    (the model's own samples, calibration text, evaluation text, the text G comes from or None)."""
+    models.resolve(model)
+    if bool(self_data) != bool(self_nsamples):
+        raise InputError("--self-data FILE and --self-nsamples N go together")
+    own = data.read_self_data(self_data, self_nsamples) if self_data else []
+    calib_text, eval_text = data.texts(calib, eval)
+    return own, calib_text, eval_text, data.calibration_text(grad_calib, eval) if grad_calib else None
+
+
 class Host:
     def __init__(
         self,
@@ -51,13 +63,8 @@ class Host:
         self.name, self.log, self.batch_size = model, log, batch_size
         self.device = resolve_device(device)
         self.dtype = models.resolve_dtype(dtype, self.device)
-        models.resolve(model)  # bad names and sources fail before any loading
-        if bool(self_data) != bool(self_nsamples):
-            raise InputError("--self-data FILE and --self-nsamples N go together")
-        own = data.read_self_data(self_data, self_nsamples) if self_data else []
+        own, self.calib_text, self.eval_text, self.grad_text = read_data(model, calib, eval, self_data, self_nsamples, grad_calib)
         self.calib_source, self.eval_tokens = calib, eval_tokens
-        self.calib_text, self.eval_text = data.texts(calib, eval)
-        self.grad_text = data.calibration_text(grad_calib, eval) if grad_calib else None
         log(f"loading {model} ({self.dtype}) for {self.device}")
         self.model, self.tokenizer = models.load(model, self.dtype)
         self.seqlen = models.window_length(self.model, seqlen)

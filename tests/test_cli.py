@@ -112,6 +112,13 @@ def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeyp
     assert not out.exists()  # nothing half-written
 
 
+def test_a_search_refuses_a_missing_text_before_making_its_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["search", "--serial", "--generations", "0", "--eval", "text:/no/such/legal.txt", "--out", str(run), *SMALL]) == 2
+    assert "no text file or folder at /no/such/legal.txt" in _one_line(capsys)
+    assert not run.exists()
+
+
 def test_compare_refuses_a_bad_metric_before_pruning_any_method(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", "--methods", "dense,wanda,metric:/no/such/metric.json", *SMALL]
