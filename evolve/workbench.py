@@ -47,6 +47,8 @@ def check_writable(path: str | Path | None) -> None:
     if not path:
         return
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{path} is a file, not a folder")
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # what mkdir would make, deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ def check_writable(path: str | Path | None) -> None:
 def check_empty(path: str | Path | None, hint: str) -> None:
     """Refuse a non-empty folder before any work is done, so that nothing finished is written over and no
     work is lost to the refusal; `hint` says how to go on."""
-    if path and Path(path).exists() and any(Path(path).iterdir()):
+    if path and Path(path).is_dir() and any(Path(path).iterdir()):  # a file there is check_writable's to refuse
         raise InputError(f"folder {path} is not empty; {hint}")
 
 

@@ -81,10 +81,12 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ca
     blocker = tmp_path / "a-file"  # no folder can be made inside a file, whoever runs the test
     blocker.write_text("")
     for argv in (["baseline", "--save", f"{blocker}/pruned", *SMALL], ["compare", "--out", f"{blocker}/cmp", *SMALL],
-                 ["search", "--serial", "--generations", "0", "--out", f"{blocker}/run", *SMALL],
-                 ["generate-data", "--out", f"{blocker}/self.jsonl", *SMALL[:4]]):
+                 ["search", "--serial", "--generations", "0", "--out", f"{blocker}/run", *SMALL]):
         assert main(argv) == 2
         assert f"evolve: error: cannot write to folder {blocker}" in _one_line(capsys)  # one line: no model loaded
+    for argv in (["baseline", "--save", str(blocker), *SMALL], ["generate-data", "--out", f"{blocker}/self.jsonl", *SMALL[:4]]):
+        assert main(argv) == 2
+        assert f"evolve: error: {blocker} is a file, not a folder" in _one_line(capsys)
     check_writable(tmp_path / "new" / "deeper")
     assert list(tmp_path.iterdir()) == [blocker]  # the check takes away the folders it made
 
