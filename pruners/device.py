@@ -83,5 +83,7 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def default_threads(workers: int = 1) -> int:
-    """Torch threads for one of `workers` processes: oversubscribed cores make a forward pass 10x slower."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Torch threads for one of `workers` processes: oversubscribed cores make a forward pass 10x slower.
+    The cores are those this process may run on (taskset, a Slurm or container cpuset), not the machine's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, workers))

@@ -156,3 +156,11 @@ def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir, capsys):
     assert result["worker"] == f"{os.uname().nodename}:{os.getpid()}" and actor.pid() == os.getpid()
     expected = FitnessEvaluator(setup).evaluate("mul(abs(W), X)", split="validation")
     assert (result["fitness"], result["points"]) == (expected["fitness"], expected["points"])
+
+
+def test_workers_share_the_cores_this_process_may_run_on_not_the_machines(monkeypatch):
+    from pruners.device import default_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a big node, of which a cpuset grants three cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6}, raising=False)
+    assert [default_threads(w) for w in (1, 2, 3, 4)] == [3, 1, 1, 1]
