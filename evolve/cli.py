@@ -13,7 +13,7 @@ from evolve.host import read_data
 from evolve.workbench import Row, Workbench, check_empty, check_writable, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
-from pruners.device import peak_memory_bytes, reset_peak_memory
+from pruners.device import peak_memory_bytes, reset_peak_memory, resolve_device
 from pruners.errors import InputError
 from pruners.reconstruct import Reconstruction
 from pruners.spec import SHARES, Sparsity
@@ -309,7 +309,8 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
 
     fitness_setup(cfg).specs()  # bad sparsity points and seed metrics fail before any folder is made
     seed_trees(cfg.search)
-    if cfg.search.serial or not cfg.search.ray_address:  # and the texts, unless they are a cluster's to read
+    if cfg.search.serial or not cfg.search.ray_address:  # the device and texts too, unless they are a cluster's
+        resolve_device(cfg.model.device)  # Ray would wait for ever for a GPU this machine has not got
         read_data(cfg.model.name, cfg.data.calib, cfg.data.eval, None, 0, cfg.data.grad_calib)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -343,7 +344,6 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
     import re
 
     from pruners import data, models
-    from pruners.device import resolve_device
 
     path = Path(out)
     if path.exists() and not cfg.force:

@@ -121,6 +121,18 @@ def test_a_search_refuses_a_missing_text_before_making_its_folder(tmp_path, caps
     assert not run.exists()
 
 
+def test_a_search_refuses_a_device_this_machine_has_not_got_before_starting_ray(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("habana_frameworks"):
+        pytest.skip("this machine may have a Gaudi")
+    run = tmp_path / "run"
+    # --serial: were the check gone, this fails (a folder made) instead of Ray waiting for the resource for ever
+    assert main(["search", "--serial", "--device", "hpu", "--generations", "0", "--out", str(run), *SMALL]) == 2
+    assert "device 'hpu' asked for" in _one_line(capsys)
+    assert not run.exists()
+
+
 def test_compare_refuses_a_bad_metric_before_pruning_any_method(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", "--methods", "dense,wanda,metric:/no/such/metric.json", *SMALL]
