@@ -10,7 +10,7 @@ import pruners
 from evolve import config as configuration
 from evolve import results
 from evolve.host import read_data
-from evolve.workbench import Row, Workbench, check_empty, check_writable, columns, host, row_point, say, table, table_header, table_row
+from evolve.workbench import Row, Workbench, check_folder, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory, resolve_device
@@ -199,9 +199,7 @@ def baseline(cfg: configuration.Config) -> None:
     pattern = p.pattern or ("blocks" if p.blocks is not None else method.patterns[0])
     spec = method.settle(Sparsity.parse(pattern, p.sparsity, p.group, p.blocks, p.allocation, bool(p.permute)))
     method.check(spec)
-    if not cfg.force:
-        check_empty(cfg.save, "pass --force to overwrite it")
-    check_writable(cfg.save)
+    check_folder(cfg.save, None if cfg.force else "pass --force to overwrite it")
     bench = Workbench(cfg)
     say(f"pruning with {method.name} at {spec.point()}")
     row = bench.run(method, spec)
@@ -276,9 +274,8 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
             method.check(spec)
             plan.append((method, spec))
     folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume:  # a folder that holds results is continued with --resume, never written over
-        check_empty(folder, f"continue it with --resume {folder}")
-    check_writable(folder)
+    # a folder that holds results is continued with --resume, never written over
+    check_folder(folder, None if resume else f"continue it with --resume {folder}")
     rows = results.compare_rows(folder, cfg) if resume else []  # refused before any model loads if it measured otherwise
     bench, shown = Workbench(cfg), None  # bad scores and models fail here, before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
@@ -314,9 +311,7 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
         read_data(cfg.model.name, cfg.data.calib, cfg.data.eval, None, 0, cfg.data.grad_calib)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume:
-        check_empty(run_dir, f"continue it with --resume {run_dir}")
-    check_writable(run_dir)
+    check_folder(run_dir, None if resume else f"continue it with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     results.save_config(run_dir, cfg)
     s = cfg.search
@@ -348,7 +343,7 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
     path = Path(out)
     if path.exists() and not cfg.force:
         raise InputError(f"{out} exists; pass --force to overwrite it")
-    check_writable(path.parent)
+    check_folder(path.parent)
     device = resolve_device(cfg.model.device)
     model, tokenizer = models.load(cfg.model.name, models.resolve_dtype(cfg.model.dtype, device))
     seqlen, n, seed = models.window_length(model, cfg.data.seqlen), cfg.data.nsamples, cfg.data.seed

@@ -40,15 +40,18 @@ def row_point(method: base.Pruner, spec: Sparsity) -> str:
     return "-" if method.name == "dense" else spec.point()
 
 
-def check_writable(path: str | Path | None) -> None:
-    """Refuse a folder that cannot be made or written in, before any work is done, so that no pruning is
-    lost to a save that fails at the end. The check makes the folder, writes a file in it and takes away
+def check_folder(path: str | Path | None, hint: str | None = None) -> None:
+    """Refuse, before any work is done, a folder that cannot be made or written in (so that no pruning is
+    lost to a save that fails at the end) and, with a `hint` saying how to go on, one that holds files (so
+    that nothing finished is written over). The check makes the folder, writes a file in it and takes away
     what it made."""
     if not path:
         return
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{path} is a file, not a folder")
+    if hint and folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"folder {path} is not empty; {hint}")
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # what mkdir would make, deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -61,13 +64,6 @@ def check_writable(path: str | Path | None) -> None:
         for p in made:
             if p.is_dir():
                 p.rmdir()
-
-
-def check_empty(path: str | Path | None, hint: str) -> None:
-    """Refuse a non-empty folder before any work is done, so that nothing finished is written over and no
-    work is lost to the refusal; `hint` says how to go on."""
-    if path and Path(path).is_dir() and any(Path(path).iterdir()):  # a file there is check_writable's to refuse
-        raise InputError(f"folder {path} is not empty; {hint}")
 
 
 def scores(config: Config) -> list[Score]:

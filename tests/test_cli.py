@@ -76,7 +76,7 @@ def _one_line(capsys) -> str:
 
 
 def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
-    from evolve.workbench import check_writable
+    from evolve.workbench import check_folder
 
     blocker = tmp_path / "a-file"  # no folder can be made inside a file, whoever runs the test
     blocker.write_text("")
@@ -87,7 +87,7 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ca
     for argv in (["baseline", "--save", str(blocker), *SMALL], ["generate-data", "--out", f"{blocker}/self.jsonl", *SMALL[:4]]):
         assert main(argv) == 2
         assert f"evolve: error: {blocker} is a file, not a folder" in _one_line(capsys)
-    check_writable(tmp_path / "new" / "deeper")
+    check_folder(tmp_path / "new" / "deeper")
     assert list(tmp_path.iterdir()) == [blocker]  # the check takes away the folders it made
 
 
