@@ -67,6 +67,7 @@ def _reachable(address: str) -> None:
 
 class RayPool:
     body = _Actor  # what each actor runs
+    start_grace_s = 600.0  # how long workers wait for a node with what they need to join the cluster
 
     def __init__(self, setup: FitnessSetup, workers: int, address: str | None, timeout_s: float, log=print):
         import ray
@@ -81,15 +82,18 @@ class RayPool:
             raise InputError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
         local = address is None
         threads = default_threads(workers) if local else 1
-        options = {"num_cpus": threads, "max_restarts": 0}
+        self.needs = {"CPU": threads}  # what one actor asks of the node it runs on
         if setup.device.startswith("cuda") or (setup.device == "auto" and torch.cuda.is_available()):
-            options["num_gpus"] = 1  # each actor keeps a model on its own GPU
+            self.needs["GPU"] = 1  # each actor keeps a model on its own GPU
         if setup.device == "hpu":
-            options["resources"] = {"HPU": 1}
-        actor = ray.remote(self.body).options(**options)
+            self.needs["HPU"] = 1
+        resources = {name: amount for name, amount in self.needs.items() if name not in ("CPU", "GPU")}
+        actor = ray.remote(self.body).options(num_cpus=threads, num_gpus=self.needs.get("GPU", 0),
+                                              resources=resources, max_restarts=0)
         self.make = lambda: actor.remote(setup, threads)
         self.workers = workers
         self.timeout_s = timeout_s
+        self.log = log
         log(f"starting {workers} Ray worker(s), {threads} torch thread(s) each")
         # The first worker fills the on-disk caches (converted model, G) before the others start.
         self.actors = self.started([self.make()])
@@ -98,15 +102,44 @@ class RayPool:
     def started(self, actors: list) -> list:
         """The actors, once each has loaded its model. One that cannot start (no memory for the model, a
         broken install) would fail every candidate given to it: the search stops with its reason instead;
-        everything evaluated so far is stored and the run resumes from its last generation."""
+        everything evaluated so far is stored and the run resumes from its last generation.
+
+        An actor waits for a node with what it needs (a GPU, the HPU resource): for ever, to Ray. While
+        some node has it (busy or not) the wait is a queue and may be long (the first worker fills the
+        caches for minutes); while none has it, the wait is for a node to join (an autoscaler), and ends
+        in one line after `start_grace_s`."""
+        refs = [a.pid.remote() for a in actors]
+        lacking_since = None
+        while len(self.ray.wait(refs, num_returns=len(refs), timeout=5.0)[0]) < len(refs):
+            if self.feasible():
+                lacking_since = None
+            elif lacking_since is None:
+                lacking_since = time.monotonic()
+                self.log(f"waiting for a node with what a worker needs ({self.wanted()}) to join the Ray cluster: none has it now")
+            elif time.monotonic() - lacking_since > self.start_grace_s:
+                self.kill(actors)
+                other = ", or search with --device cpu" if set(self.needs) - {"CPU"} else ""
+                raise InputError(f"no node of the Ray cluster has what a worker needs ({self.wanted()}); waited "
+                                 f"{self.start_grace_s:.0f} s for one to join: add one{other}")
         try:
-            self.ray.get([a.pid.remote() for a in actors])
+            self.ray.get(refs)
         except self.ray.exceptions.RayError as error:
-            for a in actors:
-                self.ray.kill(a)
+            self.kill(actors)
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             raise InputError(f"a Ray worker failed to start: {lines[-1] if lines else type(error).__name__}") from None
         return actors
+
+    def feasible(self) -> bool:
+        """Whether some live node has every resource one actor asks for, in use or not."""
+        return any(node["Alive"] and all(node["Resources"].get(name, 0) >= amount for name, amount in self.needs.items())
+                   for node in self.ray.nodes())
+
+    def wanted(self) -> str:
+        return ", ".join(f"{amount:g} {name}" for name, amount in self.needs.items())
+
+    def kill(self, actors: list) -> None:
+        for actor in actors:
+            self.ray.kill(actor)
 
     def restart(self, i: int) -> None:
         self.ray.kill(self.actors[i], no_restart=True)
@@ -143,5 +176,4 @@ class RayPool:
                     idle.append(i)
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        self.kill(self.actors)

@@ -1,5 +1,7 @@
 """Ray evaluation: two workers on a tiny model, one killed mid-run; and workers that hang, die on every
 candidate of a kind, or cannot start, with an actor body that needs no model (Ray starts once here)."""
+import dataclasses
+import importlib.util
 import os
 import signal
 import sys
@@ -11,6 +13,7 @@ from evolve.fitness import Choice
 from evolve.search import Search, fitness_setup
 from evolve.store import Store
 from evolve.workers import RayPool
+from pruners.device import default_threads
 from pruners.errors import InputError
 
 from test_search import hall, search_config
@@ -110,6 +113,26 @@ def test_a_worker_that_cannot_start_stops_the_search_with_its_reason(ray_session
         FaultyPool(fitness_setup(search_config("no-room")), 1, None, timeout_s=3, log=lambda _: None)
 
 
+class ImpatientPool(FaultyPool):
+    start_grace_s = 2.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("habana_frameworks") is not None, reason="this machine has Gaudi's plugin")
+def test_workers_that_no_node_can_host_stop_the_search_in_one_line(ray_session):
+    """Ray lets an actor wait for ever for a resource no node has (a GPU, Gaudi's HPU); the pool gives up
+    after its grace, saying what was lacking. A resource that exists but is busy is waited for."""
+    setup = dataclasses.replace(fitness_setup(search_config("smollm2-135m")), device="hpu")
+    said = []
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"^no node of the Ray cluster has what a worker needs \(\d+ CPU, 1 HPU\); "
+                                          r"waited 2 s for one to join: add one, or search with --device cpu$"):
+        ImpatientPool(setup, 1, None, timeout_s=3, log=said.append)
+    assert time.monotonic() - start < 60
+    threads = default_threads(1)
+    assert said[-1] == f"waiting for a node with what a worker needs ({threads} CPU, 1 HPU) to join the Ray cluster: none has it now"
+    assert ray_session.available_resources().get("CPU") == ray_session.cluster_resources()["CPU"]  # the actor is gone
+
+
 def test_unreachable_ray_address_is_one_line(capsys, tmp_path):
     from evolve.cli import main
 
@@ -159,8 +182,6 @@ def test_an_actor_body_evaluates_like_the_evaluator_it_holds(tiny_dir, capsys):
 
 
 def test_workers_share_the_cores_this_process_may_run_on_not_the_machines(monkeypatch):
-    from pruners.device import default_threads
-
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a big node, of which a cpuset grants three cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6}, raising=False)
     assert [default_threads(w) for w in (1, 2, 3, 4)] == [3, 1, 1, 1]
