@@ -85,7 +85,8 @@ class Host:
         most eval_tokens), tokenized once. The calibration source itself gives its evaluation split."""
         if source not in self._other_windows:
             text = data.evaluation_text(source, self.calib_source)
-            self._other_windows[source] = windows(data.evaluation_tokens(self.tokenizer, text), self.seqlen, self.eval_tokens)
+            tokens = data.evaluation_tokens(self.tokenizer, text)
+            self._other_windows[source] = windows(tokens, self.seqlen, self.eval_tokens, name=f"evaluation text {source}")
         return self._other_windows[source]
 
     def dense_weight(self, target: str) -> torch.Tensor:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from pruners.errors import InputError
 
 
-def windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = None, skip_tokens: int = 0) -> torch.Tensor:
+def windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = None, skip_tokens: int = 0,
+            name: str = "evaluation") -> torch.Tensor:
     """(n, seqlen) non-overlapping windows of a (1, L) token stream; max_tokens keeps the first windows only,
     after the whole windows that hold the first skip_tokens tokens are left out."""
     tokens = tokens[:, -(-skip_tokens // seqlen) * seqlen:]
@@ -16,7 +17,7 @@ def windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = None, sk
         n = min(n, max_tokens // seqlen)
     if n == 0:
         have = tokens.shape[1] if max_tokens is None else min(tokens.shape[1], max_tokens)
-        raise InputError(f"evaluation needs at least one window of {seqlen} tokens, it has {have}")
+        raise InputError(f"{name} needs at least one window of {seqlen} tokens, it has {have}")
     return tokens[0, : n * seqlen].view(n, seqlen)
 
 

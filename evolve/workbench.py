@@ -94,6 +94,8 @@ class Workbench:
         self.config = config
         self.scores = scores(config)
         self.host = host(config)
+        for s in self.scores:
+            s.prepare(self.host)
 
     def measure(self) -> dict[str, float]:
         """Every score of the model the host holds now."""

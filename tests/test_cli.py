@@ -91,6 +91,15 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ca
     assert list(tmp_path.iterdir()) == [blocker]  # the check takes away the folders it made
 
 
+def test_an_extra_text_too_short_for_a_window_is_refused_before_pruning(tmp_path, capsys):
+    short = tmp_path / "legal.txt"
+    short.write_text("short text here\n")  # 4 tokens
+    assert main(["baseline", "--method", "wanda", "--also-eval", f"text:{short}", *SMALL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"evolve: error: evaluation text text:{short} needs at least one window of 32 tokens, it has 4"
+    assert not any(line.startswith("pruning") for line in err), err  # the model loaded, no method ran
+
+
 @pytest.mark.e2e  # lm-eval's task index: 20 s
 def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
     import datasets

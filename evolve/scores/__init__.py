@@ -27,6 +27,10 @@ class Score(BaseModel):
     def check(self) -> None:
         """Refuse bad options and unreachable data before any model loads."""
 
+    def prepare(self, host) -> None:
+        """What needs the loaded host's tokenizer, done before any pruning: a text found too short fails
+        then, not after the work."""
+
     @abstractmethod
     def evaluate(self, host) -> dict[str, float]:
         """{column: value} for the model the host holds now; lower_is_better tells plots which way is good."""

@@ -33,6 +33,10 @@ class Perplexity(Score):
         for source in self.texts:
             data.readable(source)
 
+    def prepare(self, host) -> None:
+        for source in self.texts:
+            host.windows_of(source)
+
     def evaluate(self, host) -> dict[str, float]:
         host.place()
         values = {"perplexity": perplexity(host.model, host.windows, host.device)}
