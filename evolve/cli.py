@@ -264,6 +264,8 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
     points = compare_points(cfg)
     methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
     methods = with_reconstructions(methods, cfg.compare.reconstruct)
+    if not methods:
+        raise InputError("--methods names no method to compare")
     plan = []  # (method, point) of every row, each checked here, before any model loads
     for method in methods:  # each method runs at the points of the patterns it prunes
         if not any(spec.kind() in method.patterns for spec in points):
@@ -272,6 +274,9 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
                            and (not s.permute or method.permutes))
         for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
             method.check(spec)
+            named = (method.label(), row_point(method, spec))
+            if any((m.label(), row_point(m, s)) == named for m, s in plan):
+                raise InputError(f"{' at '.join(r for r in named if r != '-')} is named twice in --methods")
             plan.append((method, spec))
     folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     # a folder that holds results is continued with --resume, never written over
