@@ -149,6 +149,8 @@ def metric_document(tree: Node, **extra) -> dict:
 
 def load(path: str) -> Node:
     """A metric file (ours or Pruner-Zero's), or a prefix expression given in place of a path."""
+    if not path.strip():
+        raise MetricError("the metric is empty: name a metric file, or write one such as mul(abs(W), X)")
     p = Path(path)
     if not p.is_file():
         if "(" in path or path in LEAVES:

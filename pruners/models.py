@@ -66,6 +66,10 @@ def resolve(name: str) -> ModelSource:
             raise InputError(f"no GGUF file at {name}")
         return ModelSource(str(path.parent), path.name)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f": name its GGUF file, {path / ggufs[0]}" if ggufs else " (a folder saved with --save, or a Hugging Face model's)"
+            raise InputError(f"no model in folder {name}: it has no config.json{hint}")
         return ModelSource(str(path))
     if "/" in name and not name.startswith((".", "/", "~")):
         return ModelSource(name)

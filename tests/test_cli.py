@@ -25,6 +25,11 @@ SMALL = ["--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]
         (["apply", "mul(W, Y)", *SMALL], "unknown operator or leaf 'Y'"),
         (["apply", "mul(X, X)", *SMALL], "is degenerate"),
         (["baseline", "--also-eval", "text:/no/such/legal.txt", *SMALL], "no text file or folder at /no/such/legal.txt"),
+        (["apply", "", *SMALL], "the metric is empty"),
+        (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
+        (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is named twice in --methods"),
+        (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is named twice in --methods"),
+        (["eval", "--model", "/", *SMALL], "no model in folder /: it has no config.json"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
