@@ -19,6 +19,13 @@ from pruners.reconstruct import Reconstruction
 from pruners.spec import SHARES, Sparsity
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag ends in one line, as all bad input does, not in argparse's usage block."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
 def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     parser.add_argument("--config", help="YAML file (see configs/); flags override it")
     parser.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
@@ -92,7 +99,7 @@ def _words(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="evolve", description=__doc__)
+    top = _Parser(prog="evolve", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
     baseline = sub.add_parser("baseline", help="prune with one registered method and measure perplexity")
@@ -392,10 +399,10 @@ def _run_config(run: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(parser().parse_args(argv))
-    command, path = args.pop("command"), args.pop("config", None)
-    positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
     try:
+        args = vars(parser().parse_args(argv))
+        command, path = args.pop("command"), args.pop("config", None)
+        positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
         if positional.get("resume"):
             path = _run_config(positional["resume"])
         cfg = configuration.load(path, args)

@@ -26,6 +26,8 @@ SMALL = ["--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]
         (["apply", "mul(X, X)", *SMALL], "is degenerate"),
         (["baseline", "--also-eval", "text:/no/such/legal.txt", *SMALL], "no text file or folder at /no/such/legal.txt"),
         (["apply", "", *SMALL], "the metric is empty"),
+        (["search", "--sparsity", "0.5,,0.6"], "argument --sparsity: expected numbers separated by commas"),
+        (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve --help)"),
         (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
         (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is named twice in --methods"),
         (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is named twice in --methods"),
