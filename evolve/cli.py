@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{message} (see {self.prog} --help)")
 
 
-def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+def _data_flags(parser: argparse.ArgumentParser, search: bool = False) -> None:
+    """The model and text flags; a search has a seed of its own and cuts its evaluation text itself."""
     parser.add_argument("--config", help="YAML file (see configs/); flags override it")
     parser.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
     parser.add_argument("--dtype", dest="model.dtype", help="auto, float32, float16, bfloat16")
@@ -35,13 +36,13 @@ def _data_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     parser.add_argument("--eval", dest="data.eval", help="evaluation text, same choices")
     parser.add_argument("--nsamples", dest="data.nsamples", type=int, help="calibration windows (default 128)")
     parser.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per window (default: context, at most 2048)")
-    if seed:
+    if not search:
         parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
-    parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
-    parser.add_argument("--eval-skip-tokens", dest="data.eval_skip_tokens", type=int,
-                        help="leave out the evaluation windows that hold the first N tokens (a search's own)")
-    parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
-    parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
+        parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
+        parser.add_argument("--eval-skip-tokens", dest="data.eval_skip_tokens", type=int,
+                            help="leave out the evaluation windows that hold the first N tokens (a search's own)")
+        parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
+        parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
     parser.add_argument("--grad-calib", dest="data.grad_calib",
                         help="text the leaf G's gradients come from, same choices (default: the calibration text)")
 
@@ -143,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     _data_flags(grads)
 
     search = sub.add_parser("search", help="discover a metric by genetic programming (resumable)")
-    _data_flags(search, seed=False)
+    _data_flags(search, search=True)
     search.add_argument("--generations", dest="search.generations", type=int)
     search.add_argument("--population", dest="search.population", type=int)
     search.add_argument("--seed", dest="search.seed", type=int, help="the evolution's seed (default 0)")
@@ -316,6 +317,10 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     from evolve.search import Search, fitness_setup, seed_trees
     from evolve.workers import RayPool, SerialPool
 
+    d = cfg.data
+    if unused := [key for key in ("eval_tokens", "eval_skip_tokens", "self_data") if getattr(d, key)]:
+        raise InputError(f"a search does not use data.{unused[0]}: it cuts its evaluation text into fitness and "
+                         "validation tokens, and calibrates on --calib alone")
     fitness_setup(cfg).specs()  # bad sparsity points and seed metrics fail before any folder is made
     seed_trees(cfg.search)
     if cfg.search.serial or not cfg.search.ray_address:  # the device and texts too, unless they are a cluster's

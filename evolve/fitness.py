@@ -62,6 +62,10 @@ class FitnessSetup:
     grad_calib: str | None = None  # the text G comes from; None: the calibration text
 
     def specs(self) -> list[Sparsity]:
+        if not self.points:
+            raise InputError("a search needs a sparsity point: --pattern and --sparsity name none")
+        if twice := sorted({p for p in self.points if self.points.count(p) > 1}):
+            raise InputError(f"sparsity point {twice[0]} is named twice in --sparsity or --pattern")
         if self.permute and not any(":" in p for p in self.points):
             raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
         first = self.default_choice()

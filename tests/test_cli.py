@@ -4,6 +4,7 @@ from evolve.cli import main
 
 # Should a check made before the model loads go missing, the work it lets through is short.
 SMALL = ["--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]
+SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4], "--fitness-tokens", "32", "--validation-tokens", "0"]
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,9 @@ SMALL = ["--nsamples", "1", "--seqlen", "32", "--eval-tokens", "64"]
         (["baseline", "--also-eval", "text:/no/such/legal.txt", *SMALL], "no text file or folder at /no/such/legal.txt"),
         (["apply", "", *SMALL], "the metric is empty"),
         (["search", "--sparsity", "0.5,,0.6"], "argument --sparsity: expected numbers separated by commas"),
+        (["search", "--pattern", "unstructured,2:4,2:4", *SEARCH_SMALL], "sparsity point 2:4 is named twice"),
+        (["search", "--pattern", "", *SEARCH_SMALL], "a search needs a sparsity point"),
+        (["search", "--eval-tokens", "64", *SEARCH_SMALL], "unrecognized arguments: --eval-tokens 64"),
         (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve --help)"),
         (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
         (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is named twice in --methods"),
@@ -61,6 +65,14 @@ def test_unknown_method_option_is_named(tmp_path, capsys):
     assert "option batchsize" in capsys.readouterr().err
 
 
+def test_a_search_refuses_data_keys_it_would_ignore(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  self_data: self.jsonl\n  self_nsamples: 4\n")
+    assert main(["search", "--config", str(path), "--out", str(tmp_path / "run"), *SEARCH_SMALL]) == 2
+    assert "a search does not use data.self_data" in _one_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_non_empty_save_folder_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
     assert main(["baseline", "--model", "no-such-alias", "--save", str(tmp_path)]) == 2
@@ -88,7 +100,7 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ca
     blocker = tmp_path / "a-file"  # no folder can be made inside a file, whoever runs the test
     blocker.write_text("")
     for argv in (["baseline", "--save", f"{blocker}/pruned", *SMALL], ["compare", "--out", f"{blocker}/cmp", *SMALL],
-                 ["search", "--serial", "--generations", "0", "--out", f"{blocker}/run", *SMALL]):
+                 ["search", "--out", f"{blocker}/run", *SEARCH_SMALL]):
         assert main(argv) == 2
         assert f"evolve: error: cannot write to folder {blocker}" in _one_line(capsys)  # one line: no model loaded
     for argv in (["baseline", "--save", str(blocker), *SMALL], ["generate-data", "--out", f"{blocker}/self.jsonl", *SMALL[:4]]):
@@ -132,7 +144,7 @@ def test_bad_tasks_are_one_line_before_any_model_loads(tmp_path, capsys, monkeyp
 
 def test_a_search_refuses_a_missing_text_before_making_its_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["search", "--serial", "--generations", "0", "--eval", "text:/no/such/legal.txt", "--out", str(run), *SMALL]) == 2
+    assert main(["search", "--eval", "text:/no/such/legal.txt", "--out", str(run), *SEARCH_SMALL]) == 2
     assert "no text file or folder at /no/such/legal.txt" in _one_line(capsys)
     assert not run.exists()
 
@@ -144,7 +156,7 @@ def test_a_search_refuses_a_device_this_machine_has_not_got_before_starting_ray(
         pytest.skip("this machine may have a Gaudi")
     run = tmp_path / "run"
     # --serial: were the check gone, this fails (a folder made) instead of Ray waiting for the resource for ever
-    assert main(["search", "--serial", "--device", "hpu", "--generations", "0", "--out", str(run), *SMALL]) == 2
+    assert main(["search", "--device", "hpu", "--out", str(run), *SEARCH_SMALL]) == 2
     assert "device 'hpu' asked for" in _one_line(capsys)
     assert not run.exists()
 
