@@ -1,5 +1,6 @@
 """`evolve`: the command line. Bad input ends in one line on stderr and exit status 2."""
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -329,6 +330,7 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
     check_folder(run_dir, None if resume else f"continue it with --resume {run_dir}")
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     results.save_config(run_dir, cfg)
     s = cfg.search
@@ -339,7 +341,14 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     for sibling in run_dir.parent.glob(f"*/{engine.store_name}"):
         if sibling.parent != run_dir and (taken := engine.store.absorb(str(sibling))):
             say(f"reusing {taken} evaluations from {sibling.parent}")
-    best = engine.run(resume=bool(resume))
+    try:
+        best = engine.run(resume=bool(resume))
+    except InputError:
+        if not resume and not engine.stored:  # a search that could not start leaves its folder as it found it
+            shutil.rmtree(run_dir)
+            if not made:
+                run_dir.mkdir()  # the empty folder the user gave
+        raise
     if best:
         print(f"best: {best['expression']}  perplexity {best['fitness']:.3f}  -> {run_dir / 'best_metric.json'}")
 

@@ -139,6 +139,7 @@ class Search:
         self.validation = Store(str(run_dir / DATABASE), self.setup.validation_context()) if s.validation_tokens else None
         self.pool_factory = pool_factory
         self.pool = None
+        self.stored = self.store.count()  # evaluations in the store, counted again when the run ends
 
     # --- trees ---------------------------------------------------------------------------------
     def _mutate(self, ind):
@@ -384,6 +385,7 @@ class Search:
         finally:
             if self.pool is not None:
                 self.pool.close()
+            self.stored = self.store.count()
             self.store.close()
             if self.validation is not None:
                 self.validation.close()

@@ -73,6 +73,39 @@ def test_a_search_refuses_data_keys_it_would_ignore(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_search_that_cannot_start_leaves_no_folder(tmp_path, capsys):
+    """Too few fitness tokens for one window is found by the worker, once the model has loaded: the folder
+    made for the run, with no evaluation in it, is taken away; a folder the user made is kept."""
+    for run, made_by_user in ((tmp_path / "new" / "run", False), (tmp_path / "mine", True)):
+        if made_by_user:
+            run.mkdir()
+        assert main(["search", "--out", str(run), *SEARCH_SMALL, "--fitness-tokens", "8"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith("needs at least one window of 32 tokens, it has 8")
+        assert run.exists() == made_by_user and (not made_by_user or list(run.iterdir()) == [])
+
+
+def test_a_search_that_stops_after_an_evaluation_keeps_its_folder(tmp_path, capsys, monkeypatch):
+    import evolve.workers
+    from pruners.errors import InputError
+
+    class OneThenStops:  # one candidate evaluated, then the worker cannot be restarted
+        def __init__(self, setup, log):
+            pass
+
+        def map(self, jobs, thresholds, on_result, split="fitness"):
+            on_result(jobs[0], {"fitness": 10.0, "status": "ok", "error": "", "points": "{}", "seconds": 0.0, "worker": "w"})
+            raise InputError("a Ray worker failed to start: no room")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(evolve.workers, "SerialPool", OneThenStops)
+    run = tmp_path / "run"
+    assert main(["search", "--out", str(run), *SEARCH_SMALL]) == 2
+    assert _one_line(capsys) == "evolve: error: a Ray worker failed to start: no room"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "evaluations.sqlite"]  # resumable
+
+
 def test_non_empty_save_folder_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
     assert main(["baseline", "--model", "no-such-alias", "--save", str(tmp_path)]) == 2
