@@ -285,7 +285,8 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
             method.check(spec)
             named = (method.label(), row_point(method, spec))
             if any((m.label(), row_point(m, s)) == named for m, s in plan):
-                raise InputError(f"{' at '.join(r for r in named if r != '-')} is named twice in --methods")
+                raise InputError(f"{' at '.join(r for r in named if r != '-')} is asked for twice "
+                                 "(by --methods, --sparsity, --pattern, --allocations or --reconstruct)")
             plan.append((method, spec))
     folder = Path(resume or out or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     # a folder that holds results is continued with --resume, never written over

@@ -33,8 +33,9 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["search", "--eval-tokens", "64", *SEARCH_SMALL], "unrecognized arguments: --eval-tokens 64"),
         (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve --help)"),
         (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
-        (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is named twice in --methods"),
-        (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is named twice in --methods"),
+        (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is asked for twice (by --methods, "),
+        (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is asked for twice"),
+        (["compare", "--methods", "wanda", "--sparsity", "0.5,0.6,0.5", *SMALL], "wanda at 50% is asked for twice"),
         (["eval", "--model", "/", *SMALL], "no model in folder /: it has no config.json"),
     ],
 )
