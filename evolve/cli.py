@@ -319,6 +319,8 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     from evolve.search import Search, fitness_setup, seed_trees
     from evolve.workers import RayPool, SerialPool
 
+    if resume:
+        results.check_resumed(Path(resume), cfg, "search")
     d = cfg.data
     if unused := [key for key in ("eval_tokens", "eval_skip_tokens", "self_data") if getattr(d, key)]:
         raise InputError(f"a search does not use data.{unused[0]}: it cuts its evaluation text into fitness and "

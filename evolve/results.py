@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 import metrics
+from evolve.store import DATABASE
 from pruners.errors import InputError
 
 HALL_OF_FAME = 20
@@ -153,19 +154,36 @@ def write_compare(folder: Path, rows: list, cfg, lower_is_better) -> None:
     plot_compare(folder / "compare.png", rows, cols, cfg.model.name, lower_is_better)
 
 
-def compare_rows(folder: Path, cfg) -> list:
-    """The finished rows of a compare folder, when `cfg` measures as the folder's table did: a resumed table
-    keeps its model, data and scores, so that its rows stay comparable. Rows that ended in an error run again."""
+SEARCH_FREE = ("search.generations", "search.workers", "search.ray_address", "search.serial", "search.timeout_s")
+
+
+def check_resumed(folder: Path, cfg, kind: str) -> None:
+    """Refuse a resume that would change what the folder's results were measured with. A compare's table
+    keeps its model, data and scores, so that its rows stay comparable; a search keeps its model, data and
+    evolution, so that its store and checkpoint stay its own: only SEARCH_FREE may change (more
+    generations, other workers)."""
     from evolve.config import load
+
+    searched = (folder / DATABASE).is_file()
+    if searched != (kind == "search"):
+        raise InputError(f"{folder} is a {'search' if searched else 'compare'}'s folder, not a {kind}'s")
+    before = load(str(folder / "config.yaml"), {})
+    sections, keeps = {"compare": (("model", "data", "evaluate"), "model, data and scores"),
+                       "search": (("model", "data", "search"), "model, data and evolution")}[kind]
+    for section in sections:
+        old, new = getattr(before, section).model_dump(), getattr(cfg, section).model_dump()
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key) and f"{section}.{key}" not in SEARCH_FREE:
+                raise InputError(f"{folder}'s {kind} ran with {section}.{key} = {old.get(key)!r}, not {new.get(key)!r}: "
+                                 f"a resumed {kind} keeps its {keeps} (start another --out)")
+
+
+def compare_rows(folder: Path, cfg) -> list:
+    """The finished rows of a compare folder, when `cfg` measures as the folder's table did (check_resumed).
+    Rows that ended in an error run again."""
     from evolve.workbench import Row
 
-    before = load(str(folder / "config.yaml"), {})
-    for section in ("model", "data", "evaluate"):
-        old, new = getattr(before, section).model_dump(), getattr(cfg, section).model_dump()
-        for key in old.keys() | new.keys():
-            if old.get(key) != new.get(key):
-                raise InputError(f"{folder}'s table was measured with {section}.{key} = {old.get(key)!r}, not "
-                                 f"{new.get(key)!r}: a resumed table keeps its model, data and scores (start another --out)")
+    check_resumed(folder, cfg, "compare")
     try:
         saved = json.loads((folder / "compare.json").read_text())
     except FileNotFoundError:  # stopped before its first row

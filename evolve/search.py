@@ -22,13 +22,12 @@ import metrics
 from evolve import results
 from evolve.config import Config
 from evolve.fitness import Choice, FitnessSetup
-from evolve.store import WORST, Evaluation, Store
+from evolve.store import DATABASE, WORST, Evaluation, Store
 from metrics.named import NAMED
 from metrics.ops import LANGUAGES, OPS
 from pruners.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
-DATABASE = "evaluations.sqlite"
 
 
 # Constants that our language's trees draw as leaves (DEAP's ephemeral constants): scales and shifts as the

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE TABLE IF NOT EXISTS contexts (context TEXT PRIMARY KEY, description TEXT NOT NULL);
 """
 
+DATABASE = "evaluations.sqlite"  # a run folder's store
 WORST = float("inf")  # the fitness of a NaN, a crash, a timeout or a degenerate metric
 
 

@@ -169,6 +169,30 @@ def test_a_nan_candidate_does_not_stop_the_search(tiny_dir, tmp_path, monkeypatc
     assert (tmp_path / "all" / "logbook.csv").is_file()
 
 
+def test_a_resumed_search_keeps_its_model_data_and_evolution(tmp_path, capsys):
+    """Its store and checkpoint hold fitnesses of one context: --nsamples 8 on resume made every stored
+    evaluation foreign (the next resume ended in a traceback). More generations or workers are welcome."""
+    from evolve import results
+    from evolve.cli import main
+
+    cfg = search_config("smollm2-135m", generations=0, population=2, validation_tokens=0)  # short, should a check go missing
+    run, table = tmp_path / "run", tmp_path / "table"
+    for folder in (run, table):
+        folder.mkdir()
+        results.save_config(folder, cfg)
+    Store(str(run / "evaluations.sqlite"), {}).close()
+    assert main(["search", "--resume", str(run), "--nsamples", "8"]) == 2
+    assert f"{run}'s search ran with data.nsamples = 4, not 8: a resumed search keeps" in capsys.readouterr().err
+    assert main(["search", "--resume", str(run), "--population", "12"]) == 2
+    assert "search.population = 2, not 12" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(run)]) == 2
+    assert f"{run} is a search's folder, not a compare's" in capsys.readouterr().err
+    assert main(["search", "--resume", str(table)]) == 2
+    assert f"{table} is a compare's folder, not a search's" in capsys.readouterr().err
+    free = {"generations": 50, "workers": 4, "ray_address": "auto", "serial": False, "timeout_s": 60.0}
+    results.check_resumed(run, cfg.model_copy(update={"search": cfg.search.model_copy(update=free)}), "search")
+
+
 def test_bad_search_input_is_one_line(tmp_path, capsys):
     from evolve.cli import main
 
