@@ -293,6 +293,8 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
     check_folder(folder, None if resume else f"continue it with --resume {folder}")
     rows = results.compare_rows(folder, cfg) if resume else []  # refused before any model loads if it measured otherwise
     bench, shown = Workbench(cfg), None  # bad scores and models fail here, before the folder is made
+    for method, spec in plan:  # and points the loaded model cannot take (more blocks than it has)
+        bench.check(method, spec)
     folder.mkdir(parents=True, exist_ok=True)
     results.save_config(folder, cfg)
     done = {(r.method, r.point) for r in rows}

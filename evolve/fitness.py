@@ -18,7 +18,7 @@ import pruners
 from evolve.host import Host
 from evolve.perplexity import window_nll
 from evolve.store import WORST
-from pruners import masks, models
+from pruners import base, masks, models
 from pruners.allocation import owl_of_scores
 from pruners.reconstruct import LAYERWISE, Reconstruction
 from pruners.device import synchronize
@@ -123,6 +123,8 @@ class FitnessEvaluator:
             if tokens and not len(self.windows[split]):
                 raise InputError(f"{split} needs at least one window of {self.host.seqlen} tokens; {tokens} {split} tokens "
                                  f"asked for, {self.host.windows.numel()} evaluation tokens cut in all")
+        for spec in self.specs:
+            base.check_groups(self.host.model, spec)
         self.targets = models.target_linears(self.host.model)
         self.W = {n: self.host.dense_weight(n) for n in self.targets}  # dense (out, in), on the device
         self.seeds = (s.seed, *s.calib_seeds)

@@ -108,10 +108,17 @@ class Workbench:
     def lower_is_better(self, column: str) -> bool:
         return column in base.RECON_ERRORS or any(s.lower_is_better(column) for s in self.scores)
 
-    def run(self, method: base.Pruner, spec: Sparsity) -> Row:
-        """Prune the dense model with `method`, then measure every score."""
+    def check(self, method: base.Pruner, spec: Sparsity) -> None:
+        """Refuse a point the method cannot prune, on this host's model as well (the dense model: a
+        compare checks every row before its first)."""
         spec = method.settle(spec)
         method.check(spec)
+        method.check_model(self.host.model, spec)
+
+    def run(self, method: base.Pruner, spec: Sparsity) -> Row:
+        """Prune the dense model with `method`, then measure every score."""
+        self.check(method, spec)
+        spec = method.settle(spec)
         h = self.host
         G = h.statistic("G") if method.needs_gradients else None
         h.restore()

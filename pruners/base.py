@@ -43,6 +43,10 @@ class Pruner(BaseModel):
             raise InputError(f"method {self.name} does not choose its masks from scores alone: --permute is for the "
                              "score methods (magnitude, wanda, metric)")
 
+    def check_model(self, model, spec: Sparsity) -> None:
+        """Refuse a point that only the loaded model can tell this method cannot prune, before any pruning."""
+        check_groups(model, spec)
+
     @property
     def needs_calibration(self) -> bool:
         return True
@@ -149,6 +153,16 @@ class ScorePruner(LayerPruner):
 
     def channel_orders(self):
         return dict(self._orders)
+
+
+def check_groups(model, spec: Sparsity) -> None:
+    """Refuse an N:M point whose groups of M do not tile the inputs of every target linear."""
+    if spec.nm:
+        m = spec.nm[1]
+        widths = sorted({linear.in_features for linear in models.target_linears(model).values()})
+        if untiled := [str(w) for w in widths if w % m]:
+            raise InputError(f"pattern {spec.pattern} needs every linear's input width to be a multiple of {m}; "
+                             f"this model has linears of {' and '.join(untiled)} inputs")
 
 
 def sparsity(model) -> dict[str, float]:

@@ -74,7 +74,9 @@ class LayerDrop(Pruner):
             if not -L <= i < L:
                 raise InputError(f"--skip index {i} is out of range for a model of {L} blocks")
         kept = {i % L for i in self.skip}
-        if not 0 < k < L or k > L - len(kept):
+        if not 0 < k < L:
+            raise InputError(f"cannot remove {k} of {L} blocks: this model has {L}, and one must stay")
+        if k > L - len(kept):
             raise InputError(f"cannot remove {k} of {L} blocks with {len(kept)} kept by --skip")
         if not self.contiguous:
             return [i for i in range(L) if i not in kept]
@@ -82,6 +84,10 @@ class LayerDrop(Pruner):
         if not starts:
             raise InputError(f"no run of {k} consecutive blocks avoids the skipped blocks {sorted(kept)}")
         return starts
+
+    def check_model(self, model, spec):
+        super().check_model(model, spec)
+        self.candidates(len(models.blocks(model)), spec.blocks)
 
     def select(self, scores: torch.Tensor, L: int, k: int) -> list[int]:
         """The k blocks of L to remove, in increasing order, from the distances of single blocks (L,) or,

@@ -203,6 +203,26 @@ def test_compare_refuses_a_bad_metric_before_pruning_any_method(tmp_path, capsys
     assert not out.exists()  # no row was run or written
 
 
+def test_a_point_the_loaded_model_cannot_take_is_refused_before_any_pruning(tiny_dir, tmp_path, capsys):
+    """The tiny model's linears take 32 and 64 inputs and it has 2 blocks: 1:64 groups do not tile 32, and
+    removing 2 blocks leaves none. Each is one line, before the first row of a compare, even a row of
+    another method that could run; SparseGPT pruned 1:64's odd groups silently, the surgeon fell over."""
+    data = ["--model", tiny_dir, *SMALL]
+    for method in ("wanda", "sparsegpt", "surgeon"):
+        assert main(["baseline", "--method", method, "--pattern", "1:64", *data]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith("pattern 1:64 needs every linear's input width to be a multiple of 64; "
+                                          "this model has linears of 32 inputs")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "dense,layer-drop", "--pattern", "blocks", "--blocks", "1,2", "--out", str(out), *data]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "evolve: error: cannot remove 2 of 2 blocks: this model has 2, and one must stay"
+    assert captured.out == "" and not out.exists()  # not even the dense row ran
+    assert main(["search", "--model", tiny_dir, "--pattern", "1:64", "--out", str(tmp_path / "run"), *SEARCH_SMALL]) == 2
+    assert capsys.readouterr().err.strip().endswith("this model has linears of 32 inputs")
+    assert not (tmp_path / "run").exists()
+
+
 def _row(out: str) -> dict[str, str]:
     header, _, line = out.strip().splitlines()[-3:]
     return {k.strip(): v.strip() for k, v in zip(header.split("|"), line.split("|"))}

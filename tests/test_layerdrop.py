@@ -107,7 +107,7 @@ def test_bad_layer_drop_input():
     model, calibration = tiny_llama(0, layers=4), torch.randint(0, 96, (2, 8))
     cases = [({"skip": (4,)}, 1, "--skip index 4 is out of range for a model of 4 blocks"),
              ({"skip": (-5,)}, 1, "--skip index -5 is out of range"),
-             ({}, 4, "cannot remove 4 of 4 blocks"),
+             ({}, 4, "cannot remove 4 of 4 blocks: this model has 4, and one must stay"),
              ({"skip": (0, -1)}, 3, "cannot remove 3 of 4 blocks with 2 kept"),
              ({"skip": (1,), "contiguous": True}, 3, "no run of 3 consecutive blocks")]
     for options, k, message in cases:
