@@ -3,7 +3,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metrics.ops import LEAVES
 from pruners.errors import InputError
@@ -115,6 +115,17 @@ class SearchConfig(Section):
     # so that the search looks for the mask that is best after an update
     update: Literal["none", "lr", "obs"] = "none"
 
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.generations and self.elites >= self.population:
+            raise ValueError(f"{self.elites} elites (search.elites) of a population of {self.population} leave no room "
+                             "for offspring: the generations would change nothing")
+        # the initial trees' heights lie in [init_min_height, init_max_height], within max_height
+        if not self.init_min_height <= self.init_max_height <= self.max_height:
+            raise ValueError(f"tree heights must keep init_min_height ({self.init_min_height}) <= init_max_height "
+                             f"({self.init_max_height}) <= max_height ({self.max_height})")
+        return self
+
     @field_validator("group", "allocation")
     @classmethod
     def _known_values(cls, text, info):
@@ -156,7 +167,7 @@ def _describe(error: ValidationError, origin: str) -> str:
     where = ".".join(str(p) for p in problem["loc"])
     if problem["type"] == "extra_forbidden":
         return f"{origin}: unknown key {where!r}"
-    return f"{origin}: {where}: {problem['msg']}"
+    return f"{origin}: {where}: {problem['msg'].removeprefix('Value error, ')}"
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> Config:

@@ -37,6 +37,9 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is asked for twice"),
         (["compare", "--methods", "wanda", "--sparsity", "0.5,0.6,0.5", *SMALL], "wanda at 50% is asked for twice"),
         (["eval", "--model", "/", *SMALL], "no model in folder /: it has no config.json"),
+        # a search whose generations would copy its 2 elites (the default) and make no offspring
+        (["search", *SEARCH_SMALL, "--generations", "1"],
+         "option: search: 2 elites (search.elites) of a population of 2 leave no room for offspring"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
@@ -64,6 +67,16 @@ def test_unknown_method_option_is_named(tmp_path, capsys):
     path.write_text("prune:\n  method: wanda\n  options: {batchsize: 4}\n")
     assert main(["baseline", "--config", str(path)]) == 2
     assert "option batchsize" in capsys.readouterr().err
+
+
+def test_a_search_refuses_tree_heights_out_of_order(tmp_path, capsys):
+    """DEAP drew the first trees' heights from an empty range and ended in a traceback."""
+    path = tmp_path / "c.yaml"
+    for heights, shown in (("init_min_height: 4", "(4) <= init_max_height (3) <= max_height (6)"),
+                           ("max_height: 2", "(1) <= init_max_height (3) <= max_height (2)")):
+        path.write_text(f"search:\n  {heights}\n")
+        assert main(["search", "--config", str(path), *SEARCH_SMALL]) == 2
+        assert _one_line(capsys).endswith(f"search: tree heights must keep init_min_height {shown}")
 
 
 def test_a_search_refuses_data_keys_it_would_ignore(tmp_path, capsys):
