@@ -11,6 +11,7 @@ import pruners
 from evolve import config as configuration
 from evolve import results
 from evolve.host import read_data
+from evolve.store import DATABASE
 from evolve.workbench import Row, Workbench, check_folder, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from pruners import base
@@ -178,8 +179,8 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--out", dest="out", help="the run folder (default results/search-<time>)")
     search.add_argument("--resume", dest="resume", help="continue the run in this folder")
 
-    show = sub.add_parser("show", help="a run's hall of fame and Pareto front")
-    show.add_argument("run", help="a run folder")
+    show = sub.add_parser("show", help="a search's hall of fame and Pareto front, or a compare's table")
+    show.add_argument("run", help="a search's or a compare's folder")
 
     compare = sub.add_parser("compare", help="several methods on the same model, samples and tokens, as one table")
     _data_flags(compare)
@@ -359,10 +360,17 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
 
 
 def show(cfg: configuration.Config, run: str) -> None:
+    """A search's hall of fame and Pareto front, or a compare's table, read from the folder alone."""
     folder = Path(run)
-    if not (folder / "hall_of_fame.csv").is_file():
-        raise InputError(f"{run} is not a run folder (no hall_of_fame.csv)")
-    print(results.show(folder))
+    if (folder / "compare.md").is_file():
+        print((folder / "compare.md").read_text(), end="")
+    elif (folder / "hall_of_fame.csv").is_file():
+        print(results.show(folder))
+    elif (folder / DATABASE).is_file():
+        raise InputError(f"{run} is a search that has finished no generation yet: its hall of fame comes after "
+                         f"generation 0 (a stopped one goes on with evolve search --resume {run})")
+    else:
+        raise InputError(f"{run} is neither a search's nor a compare's folder (no hall_of_fame.csv, no compare.md)")
 
 
 def generate_data(cfg: configuration.Config, out: str) -> None:

@@ -40,6 +40,8 @@ def test_compare_writes_every_requested_row(tiny_dir, tmp_path, capsys, monkeypa
     assert printed.count("\n| ") == 14  # header and 14 rows
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
     assert (out / "compare.md").read_text().count("\n| ") == 14  # a line per row after the header
+    assert main(["show", str(out)]) == 0
+    assert capsys.readouterr().out == (out / "compare.md").read_text()
     assert all(float(r["perplexity"]) > 1 and float(r["perplexity legal"]) > 1 for r in done)
 
 

@@ -15,7 +15,7 @@ import metrics
 from evolve import config as configuration
 from evolve.fitness import Choice
 from evolve.search import Search
-from evolve.store import WORST, Store
+from evolve.store import DATABASE, WORST, Store
 from evolve.workers import SerialPool
 
 
@@ -39,7 +39,7 @@ def hall(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path):
+def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path, capsys):
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
     run(search_config(tiny_dir), a)
     run(search_config(tiny_dir), b)
@@ -50,6 +50,11 @@ def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path
         assert [int(r["generation"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
     best = min(float(r["fitness"]) for r in hall(a))
     assert float(hall(a)[0]["fitness"]) == best
+    from evolve.cli import main
+
+    assert main(["show", str(a)]) == 0  # the hall of fame, a row per entry in its order, then the Pareto front
+    shown = capsys.readouterr().out.split("## Pareto front")[0].splitlines()[4:]
+    assert [line.split(" | ")[3] for line in shown if line] == [r["expression"] for r in hall(a)]
 
 
 def test_a_search_with_the_d_leaf_scores_sparsegpts_saliency(tiny_dir, tmp_path):
@@ -204,6 +209,11 @@ def test_bad_search_input_is_one_line(tmp_path, capsys):
     assert "0 < N < M" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     assert main(["show", str(tmp_path)]) == 2
+    assert f"{tmp_path} is neither a search's nor a compare's folder" in capsys.readouterr().err
+    Store(str(tmp_path / DATABASE), {}).close()  # a search stopped in generation 0
+    assert main(["show", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a search that has finished no generation yet" in capsys.readouterr().err
+    (tmp_path / DATABASE).unlink()
     assert main(["search", "--seed-metrics", "wanda,ria", "--out", str(tmp_path / "z")]) == 2
     assert "seed metric 'ria' uses divcol, divrow, not in the language 'pruner-zero'" in capsys.readouterr().err
     assert main(["search", "--seed-metrics", "mul(W, Q)", "--out", str(tmp_path / "z")]) == 2
