@@ -380,6 +380,8 @@ def generate_data(cfg: configuration.Config, out: str) -> None:
     from pruners import data, models
 
     path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{out} is a folder; --out names the JSONL file to write")
     if path.exists() and not cfg.force:
         raise InputError(f"{out} exists; pass --force to overwrite it")
     check_folder(path.parent)
@@ -427,8 +429,11 @@ def _run_config(run: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = vars(parser().parse_args(argv))
+        parsed, extra = parser().parse_known_args(argv)
+        args = vars(parsed)
         command, path = args.pop("command"), args.pop("config", None)
+        if extra:  # argparse would blame the top parser; the command's own help lists what it takes
+            raise InputError(f"unrecognized arguments: {' '.join(extra)} (see evolve {command} --help)")
         positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
         if positional.get("resume"):
             path = _run_config(positional["resume"])
