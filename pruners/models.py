@@ -162,8 +162,12 @@ def context_length(model) -> int:
 
 
 def window_length(model, seqlen: int | None) -> int:
-    """Tokens per calibration or evaluation window: `seqlen` if given, else the context capped at 2048."""
-    return seqlen or min(context_length(model), 2048)
+    """Tokens per calibration or evaluation window: `seqlen` if given, else the context capped at 2048. A window
+    longer than the context is refused: OPT's learned positions end in an index error, RoPE models degrade silently."""
+    context = context_length(model)
+    if seqlen and seqlen > context:
+        raise InputError(f"--seqlen {seqlen} is longer than the model's context of {context} tokens")
+    return seqlen or min(context, 2048)
 
 
 def blocks(model) -> nn.ModuleList:

@@ -299,3 +299,15 @@ def test_apply_and_compare_spread_sparsity_as_the_metric_file_says_unless_told(t
     assert [s.allocation for s in specs] == ["owl", "uniform", "uniform", "uniform"]
     points = [row["point"] for row in json.loads((tmp_path / "a" / "compare.json").read_text())["rows"]]
     assert points == ["60% owl", "60%"]
+
+
+def test_a_window_longer_than_the_context_is_refused(tiny_dir, tmp_path, capsys):
+    """The tiny model's context is 256 tokens: a window of 257 ran on (RoPE extrapolated, OPT's learned
+    positions end in an index error); 256 is taken, and only the short text refuses it."""
+    for command in (["eval"], ["generate-data", "--out", str(tmp_path / "own.jsonl"), "--nsamples", "1"]):
+        assert main([*command, "--model", tiny_dir, "--seqlen", "257"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            "evolve: error: --seqlen 257 is longer than the model's context of 256 tokens"
+    assert main(["eval", "--model", tiny_dir, "--seqlen", "256", "--eval-tokens", "64", "--nsamples", "1"]) == 2
+    assert capsys.readouterr().err.strip().endswith("evaluation needs at least one window of 256 tokens, it has 64")
+    assert not (tmp_path / "own.jsonl").exists()
