@@ -28,25 +28,33 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{message} (see {self.prog} --help)")
 
 
-def _data_flags(parser: argparse.ArgumentParser, search: bool = False) -> None:
-    """The model and text flags; a search has a seed of its own and cuts its evaluation text itself."""
+# The model and text flags: (flag, config key, help). Each command takes those it reads.
+DATA_FLAGS = [
+    ("--model", "model.name", "alias, hub id, local folder or .gguf file (default smollm2-135m)"),
+    ("--dtype", "model.dtype", "auto, float32, float16, bfloat16"),
+    ("--device", "model.device", "auto, cpu, cuda, hpu, mps"),
+    ("--calib", "data.calib", "calibration text: pydoc, text:PATH, wikitext2, c4"),
+    ("--eval", "data.eval", "evaluation text, same choices"),
+    ("--nsamples", "data.nsamples", "calibration windows (default 128)"),
+    ("--seqlen", "data.seqlen", "tokens per window (default: context, at most 2048)"),
+    ("--seed", "data.seed", "calibration sampling seed (default 0)"),
+    ("--eval-tokens", "data.eval_tokens", "evaluate only the first N tokens' windows"),
+    ("--eval-skip-tokens", "data.eval_skip_tokens", "leave out the evaluation windows that hold the first N tokens (a search's own)"),
+    ("--self-data", "data.self_data", "JSONL from evolve generate-data, mixed into calibration"),
+    ("--self-nsamples", "data.self_nsamples", "how many of its samples join calibration"),
+    ("--grad-calib", "data.grad_calib", "text the leaf G's gradients come from, same choices (default: the calibration text)"),
+]
+INTS = {"--nsamples", "--seqlen", "--seed", "--eval-tokens", "--eval-skip-tokens", "--self-nsamples"}
+
+
+def _data_flags(parser: argparse.ArgumentParser, without: tuple[str, ...] = ()) -> None:
+    """--config and the model and text flags but those `without`: a flag a command would silently ignore
+    is not offered. The two texts' sources stay together: where they are the same offline text, calibration
+    reads its head and evaluation its tail, so each changes what the other reads."""
     parser.add_argument("--config", help="YAML file (see configs/); flags override it")
-    parser.add_argument("--model", dest="model.name", help="alias, hub id, local folder or .gguf file (default smollm2-135m)")
-    parser.add_argument("--dtype", dest="model.dtype", help="auto, float32, float16, bfloat16")
-    parser.add_argument("--device", dest="model.device", help="auto, cpu, cuda, hpu, mps")
-    parser.add_argument("--calib", dest="data.calib", help="calibration text: pydoc, text:PATH, wikitext2, c4")
-    parser.add_argument("--eval", dest="data.eval", help="evaluation text, same choices")
-    parser.add_argument("--nsamples", dest="data.nsamples", type=int, help="calibration windows (default 128)")
-    parser.add_argument("--seqlen", dest="data.seqlen", type=int, help="tokens per window (default: context, at most 2048)")
-    if not search:
-        parser.add_argument("--seed", dest="data.seed", type=int, help="calibration sampling seed (default 0)")
-        parser.add_argument("--eval-tokens", dest="data.eval_tokens", type=int, help="evaluate only the first N tokens' windows")
-        parser.add_argument("--eval-skip-tokens", dest="data.eval_skip_tokens", type=int,
-                            help="leave out the evaluation windows that hold the first N tokens (a search's own)")
-        parser.add_argument("--self-data", dest="data.self_data", help="JSONL from evolve generate-data, mixed into calibration")
-        parser.add_argument("--self-nsamples", dest="data.self_nsamples", type=int, help="how many of its samples join calibration")
-    parser.add_argument("--grad-calib", dest="data.grad_calib",
-                        help="text the leaf G's gradients come from, same choices (default: the calibration text)")
+    for flag, key, text in DATA_FLAGS:
+        if flag not in without:
+            parser.add_argument(flag, dest=key, type=int if flag in INTS else str, help=text)
 
 
 def _score_flags(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     _score_flags(apply)
 
     evaluate = sub.add_parser("eval", help="measure a model as it is (a folder saved with --save, or any model)")
-    _data_flags(evaluate)
+    _data_flags(evaluate, without=("--nsamples", "--seed", "--self-data", "--self-nsamples", "--grad-calib"))  # no calibration
     _score_flags(evaluate)
 
     generate = sub.add_parser("generate-data", help="calibration text the model writes itself, as JSONL")
@@ -143,10 +151,11 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite --out")
 
     grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
-    _data_flags(grads)
+    _data_flags(grads, without=("--eval-tokens", "--eval-skip-tokens"))  # no evaluation
 
     search = sub.add_parser("search", help="discover a metric by genetic programming (resumable)")
-    _data_flags(search, search=True)
+    # a search has a seed of its own and cuts its fitness and validation tokens itself
+    _data_flags(search, without=("--seed", "--eval-tokens", "--eval-skip-tokens", "--self-data", "--self-nsamples"))
     search.add_argument("--generations", dest="search.generations", type=int)
     search.add_argument("--population", dest="search.population", type=int)
     search.add_argument("--seed", dest="search.seed", type=int, help="the evolution's seed (default 0)")

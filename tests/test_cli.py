@@ -38,7 +38,11 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is asked for twice (by --methods, "),
         (["compare", "--methods", "dense,wanda,dense", *SMALL], "dense is asked for twice"),
         (["compare", "--methods", "wanda", "--sparsity", "0.5,0.6,0.5", *SMALL], "wanda at 50% is asked for twice"),
-        (["eval", "--model", "/", *SMALL], "no model in folder /: it has no config.json"),
+        (["eval", "--model", "/", *SMALL[2:]], "no model in folder /: it has no config.json"),
+        # flags a command would ignore are not offered: eval draws no calibration, gradients evaluate nothing
+        (["eval", "--nsamples", "1"], "unrecognized arguments: --nsamples 1 (see evolve eval --help)"),
+        (["eval", "--self-data", "own.jsonl"], "unrecognized arguments: --self-data own.jsonl"),
+        (["gradients", "--eval-tokens", "64"], "unrecognized arguments: --eval-tokens 64 (see evolve gradients --help)"),
         # a search whose generations would copy its 2 elites (the default) and make no offspring
         (["search", *SEARCH_SMALL, "--generations", "1"],
          "option: search: 2 elites (search.elites) of a population of 2 leave no room for offspring"),
@@ -251,11 +255,11 @@ def test_eval_of_a_saved_folder_gives_the_perplexity_of_the_run_that_saved_it(ti
     assert main(["baseline", "--model", tiny_dir, "--method", "wanda", "--sparsity", "0.5", "--save", str(saved), *data]) == 0
     pruned = json.loads((saved / "report.json").read_text())["result"]
     capsys.readouterr()
-    assert main(["eval", "--model", str(saved), *data]) == 0
+    assert main(["eval", "--model", str(saved), *data[2:]]) == 0
     again = _row(capsys.readouterr().out)
     assert float(again["perplexity"]) == pytest.approx(pruned["scores"]["perplexity"], rel=1e-6)
     assert float(again["sparsity"]) == pytest.approx(pruned["sparsity"], abs=1e-4)
-    assert main(["eval", "--model", tiny_dir, *data]) == 0  # the dense model differs: the save was not a no-op
+    assert main(["eval", "--model", tiny_dir, *data[2:]]) == 0  # the dense model differs: the save was not a no-op
     dense = float(_row(capsys.readouterr().out)["perplexity"])
     assert abs(dense / pruned["scores"]["perplexity"] - 1) > 1e-4
 
@@ -308,6 +312,6 @@ def test_a_window_longer_than_the_context_is_refused(tiny_dir, tmp_path, capsys)
         assert main([*command, "--model", tiny_dir, "--seqlen", "257"]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == \
             "evolve: error: --seqlen 257 is longer than the model's context of 256 tokens"
-    assert main(["eval", "--model", tiny_dir, "--seqlen", "256", "--eval-tokens", "64", "--nsamples", "1"]) == 2
+    assert main(["eval", "--model", tiny_dir, "--seqlen", "256", "--eval-tokens", "64"]) == 2
     assert capsys.readouterr().err.strip().endswith("evaluation needs at least one window of 256 tokens, it has 64")
     assert not (tmp_path / "own.jsonl").exists()
