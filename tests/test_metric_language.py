@@ -35,6 +35,23 @@ def test_our_file_round_trips_with_its_extra_fields(tmp_path):
     assert metrics.load(str(path)) == parse("mul(abs(W), X)")
 
 
+def test_our_file_with_an_edited_expression_is_read_as_written_or_refused(tmp_path):
+    """apply pruned with the tree, so a file whose expression a reader had edited pruned with the old metric."""
+    path = tmp_path / "m.json"
+    metrics.save(str(path), parse("mul(abs(W), X)"))
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "expression": "mul(W, X)"}))
+    with pytest.raises(MetricError, match=r"its expression mul\(W, X\) and its tree mul\(abs\(W\), X\) differ"):
+        metrics.load(str(path))
+    path.write_text(json.dumps({**doc, "expression": "mul(W,X)", "tree": None}))  # the tree deleted
+    assert metrics.load(str(path)) == parse("mul(W, X)")
+    path.write_text(json.dumps({**doc, "expression": " mul(abs(W),X)"}))  # the same metric, spaced otherwise
+    assert metrics.load(str(path)) == parse("mul(abs(W), X)")
+    path.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("expression", "tree")}))
+    with pytest.raises(MetricError, match="holds no metric"):
+        metrics.load(str(path))
+
+
 @pytest.mark.parametrize("text", ["mul(abs(W), X)", "add(sqr(W), mul(100, G))", "W", "zsn(div(W, G))", "mul(-1.5, W)"])
 def test_prefix_strings_round_trip(text):
     assert str(parse(text)) == text
