@@ -120,6 +120,9 @@ class SearchConfig(Section):
         if self.generations and self.elites >= self.population:
             raise ValueError(f"{self.elites} elites (search.elites) of a population of {self.population} leave no room "
                              "for offspring: the generations would change nothing")
+        if len(set(self.seed_metrics)) > self.population:  # generation 0 would drop the last ones silently
+            raise ValueError(f"{len(set(self.seed_metrics))} seed metrics (search.seed_metrics) do not fit a population "
+                             f"of {self.population}")
         # the initial trees' heights lie in [init_min_height, init_max_height], within max_height
         if not self.init_min_height <= self.init_max_height <= self.max_height:
             raise ValueError(f"tree heights must keep init_min_height ({self.init_min_height}) <= init_max_height "

@@ -46,6 +46,8 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         # a search whose generations would copy its 2 elites (the default) and make no offspring
         (["search", *SEARCH_SMALL, "--generations", "1"],
          "option: search: 2 elites (search.elites) of a population of 2 leave no room for offspring"),
+        (["search", *SEARCH_SMALL, "--seed-metrics", "wanda,pruner-zero,gblm"],
+         "option: search: 3 seed metrics (search.seed_metrics) do not fit a population of 2"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
