@@ -114,6 +114,10 @@ class SearchConfig(Section):
     # Hessian, "lr" exactly (least squares per row) or "obs" by SparseGPT's sweep (20-50x cheaper on a CPU),
     # so that the search looks for the mask that is best after an update
     update: Literal["none", "lr", "obs"] = "none"
+    workers: int = Field(1, ge=1)
+    ray_address: str | None = None  # None: a local Ray instance; "auto" or host:port joins a cluster
+    serial: bool = False  # evaluate in this process, without Ray
+    timeout_s: float = Field(1800, gt=0)  # per candidate, on Ray
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -148,10 +152,6 @@ class SearchConfig(Section):
         if not any(LEAVES[leaf].per == "weight" for leaf in leaves):
             raise ValueError("no leaf per weight (W or G): every tree would rank each row alike")
         return list(dict.fromkeys(leaves))
-    workers: int = Field(1, ge=1)
-    ray_address: str | None = None  # None: a local Ray instance; "auto" or host:port joins a cluster
-    serial: bool = False  # evaluate in this process, without Ray
-    timeout_s: float = Field(1800, gt=0)  # per candidate, on Ray
 
 
 class Config(Section):
