@@ -235,10 +235,12 @@ def apply(cfg: configuration.Config, metric: str) -> None:
 
 def evaluate(cfg: configuration.Config) -> None:
     bench = Workbench(cfg)
+    reset_peak_memory(bench.host.device)
     start = time.perf_counter()
     model = bench.host.model
     row = Row(cfg.model.name, "-", base.overall_sparsity(model), params=base.counts(model)[1], scores=bench.measure())
     row.eval_seconds = time.perf_counter() - start
+    row.peak_memory_mb = peak_memory_bytes(bench.host.device) / 2**20
     print(table([row]))
 
 

@@ -70,6 +70,8 @@ def scores(config: Config) -> list[Score]:
     """The configured scores, their options checked before any model loads. The tasks flags (--tasks,
     --limit, --task-text) are the tasks score's options: naming a task adds it."""
     e = config.evaluate
+    if not e.tasks and (e.limit or e.task_text):  # they would be ignored: no tasks score is made
+        raise InputError("--limit and --task-text (evaluate.limit, evaluate.task_text) are options of --tasks: name the tasks")
     names = list(dict.fromkeys(e.scores + (["tasks"] if e.tasks else [])))
     out = []
     for name in names:

@@ -42,6 +42,8 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         # flags a command would ignore are not offered: eval draws no calibration, gradients evaluate nothing
         (["eval", "--nsamples", "1"], "unrecognized arguments: --nsamples 1 (see evolve eval --help)"),
         (["eval", "--self-data", "own.jsonl"], "unrecognized arguments: --self-data own.jsonl"),
+        (["eval", "--limit", "5", *SMALL[2:]], "--limit and --task-text (evaluate.limit, evaluate.task_text) are options of --tasks"),
+        (["baseline", "--task-text", "pydoc", *SMALL], "are options of --tasks: name the tasks"),
         (["gradients", "--eval-tokens", "64"], "unrecognized arguments: --eval-tokens 64 (see evolve gradients --help)"),
         # a search whose generations would copy its 2 elites (the default) and make no offspring
         (["search", *SEARCH_SMALL, "--generations", "1"],
@@ -261,6 +263,7 @@ def test_eval_of_a_saved_folder_gives_the_perplexity_of_the_run_that_saved_it(ti
     again = _row(capsys.readouterr().out)
     assert float(again["perplexity"]) == pytest.approx(pruned["scores"]["perplexity"], rel=1e-6)
     assert float(again["sparsity"]) == pytest.approx(pruned["sparsity"], abs=1e-4)
+    assert float(again["peak MB"]) > 0  # eval measured no memory: its column said 0
     assert main(["eval", "--model", tiny_dir, *data[2:]]) == 0  # the dense model differs: the save was not a no-op
     dense = float(_row(capsys.readouterr().out)["perplexity"])
     assert abs(dense / pruned["scores"]["perplexity"] - 1) > 1e-4
