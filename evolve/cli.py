@@ -259,6 +259,8 @@ def compare_points(cfg: configuration.Config) -> list[Sparsity]:
         raise InputError("--blocks gives the points of pattern blocks: add blocks to --pattern")
     if c.permute and not any(":" in p for p in c.patterns):
         raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
+    if c.allocations and "unstructured" not in c.patterns:
+        raise InputError("--allocations spreads the unstructured points' sparsity over the blocks: add unstructured to --pattern")
     for pattern in c.patterns:
         if pattern == "unstructured":
             points += [Sparsity.parse(pattern, s, allocation=a) for s in c.sparsities for a in c.allocations or [None]]
