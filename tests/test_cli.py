@@ -60,42 +60,26 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert len(err) == 1 and err[0].startswith("evolve: error: ") and message in err[0], err
 
 
-def test_unknown_config_key_is_named(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "yaml, command, message",
+    [
+        ("data:\n  nsampels: 4\n", "baseline", "unknown key 'data.nsampels'"),
+        ("data: [unclosed\n", "baseline", "is not valid YAML"),
+        ("prune:\n  method: wanda\n  options: {batchsize: 4}\n", "baseline", "option batchsize"),
+        # DEAP drew the first trees' heights from an empty range and ended in a traceback
+        ("search:\n  init_min_height: 4\n", "search",
+         "search: tree heights must keep init_min_height (4) <= init_max_height (3) <= max_height (6)"),
+        ("search:\n  max_height: 2\n", "search",
+         "search: tree heights must keep init_min_height (1) <= init_max_height (3) <= max_height (2)"),
+        ("data:\n  self_data: self.jsonl\n  self_nsamples: 4\n", "search", "a search does not use data.self_data"),
+    ],
+)
+def test_a_bad_config_is_one_line_and_leaves_no_folder(yaml, command, message, tmp_path, capsys):
     path = tmp_path / "c.yaml"
-    path.write_text("data:\n  nsampels: 4\n")
-    assert main(["baseline", "--config", str(path)]) == 2
-    assert "unknown key 'data.nsampels'" in capsys.readouterr().err
-
-
-def test_invalid_yaml_is_one_line(tmp_path, capsys):
-    path = tmp_path / "c.yaml"
-    path.write_text("data: [unclosed\n")
-    assert main(["baseline", "--config", str(path)]) == 2
-    assert "is not valid YAML" in capsys.readouterr().err
-
-
-def test_unknown_method_option_is_named(tmp_path, capsys):
-    path = tmp_path / "c.yaml"
-    path.write_text("prune:\n  method: wanda\n  options: {batchsize: 4}\n")
-    assert main(["baseline", "--config", str(path)]) == 2
-    assert "option batchsize" in capsys.readouterr().err
-
-
-def test_a_search_refuses_tree_heights_out_of_order(tmp_path, capsys):
-    """DEAP drew the first trees' heights from an empty range and ended in a traceback."""
-    path = tmp_path / "c.yaml"
-    for heights, shown in (("init_min_height: 4", "(4) <= init_max_height (3) <= max_height (6)"),
-                           ("max_height: 2", "(1) <= init_max_height (3) <= max_height (2)")):
-        path.write_text(f"search:\n  {heights}\n")
-        assert main(["search", "--config", str(path), *SEARCH_SMALL]) == 2
-        assert _one_line(capsys).endswith(f"search: tree heights must keep init_min_height {shown}")
-
-
-def test_a_search_refuses_data_keys_it_would_ignore(tmp_path, capsys):
-    path = tmp_path / "c.yaml"
-    path.write_text("data:\n  self_data: self.jsonl\n  self_nsamples: 4\n")
-    assert main(["search", "--config", str(path), "--out", str(tmp_path / "run"), *SEARCH_SMALL]) == 2
-    assert "a search does not use data.self_data" in _one_line(capsys)
+    path.write_text(yaml)
+    small = SEARCH_SMALL if command == "search" else SMALL
+    assert main([command, "--config", str(path), "--save" if command == "baseline" else "--out", str(tmp_path / "run"), *small]) == 2
+    assert message in _one_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
