@@ -1,7 +1,7 @@
 """Text for calibration and evaluation: offline sources first, hub datasets when reachable.
 
-Sources: `pydoc` (the Python documentation shipped with every CPython), `text:PATH` (a .txt file, or a
-folder of them), `wikitext2` and `c4` (through the `datasets` package). When calibration and evaluation
+Sources: `pydoc` (the Python documentation shipped with every CPython), `text:PATH` (a text file, a .jsonl
+file's "text" fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package). When calibration and evaluation
 name the same offline source, its head calibrates and its tail evaluates, so they never overlap.
 """
 import random
@@ -24,7 +24,12 @@ def pydoc_text() -> str:
 
 
 def file_text(path: str) -> str:
+    """A text file whole; a .jsonl file's "text" fields a blank line apart (a corpus of documents, or what
+    `evolve generate-data` writes: read raw, its JSON and token ids would be the text); or a folder's .txt files."""
     p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".jsonl":
+        lines = [line for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        return "\n\n".join(r["text"] for r in _records(path, lines, lambda r: isinstance(r.get("text"), str)))
     if p.is_file():
         return p.read_text(encoding="utf-8", errors="replace")
     if p.is_dir():
@@ -150,25 +155,29 @@ def generate_self_data(model, tokenizer, nsamples: int, seqlen: int, seed: int, 
 def read_self_data(path: str, nsamples: int) -> list[dict]:
     """The first `nsamples` lines of a JSONL file, each {"text": ...} and maybe "ids" (what `evolve
     generate-data` writes), checked before any model loads."""
-    import json
-
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
         raise InputError(f"cannot read self-data {path}: {error.strerror}") from None
     if nsamples > len(lines):
         raise InputError(f"--self-nsamples {nsamples} is more than the {len(lines)} samples in {path}")
-    samples = []
-    for number, line in enumerate(lines[:nsamples], start=1):
+    return _records(path, lines[:nsamples], lambda r: isinstance(r.get("text"), str) or isinstance(r.get("ids"), list))
+
+
+def _records(path: str, lines: list[str], usable) -> list[dict]:
+    """Each of a JSONL file's `lines` as an object that `usable` takes; InputError naming the first that is not."""
+    import json
+
+    records = []
+    for number, line in enumerate(lines, start=1):
         try:
-            sample = json.loads(line)
-            ok = isinstance(sample, dict) and (isinstance(sample.get("text"), str) or isinstance(sample.get("ids"), list))
+            record = json.loads(line)
         except ValueError:
-            ok = False
-        if not ok:
+            record = None
+        if not (isinstance(record, dict) and usable(record)):
             raise InputError(f"{path} line {number} is not a JSON object with a 'text'")
-        samples.append(sample)
-    return samples
+        records.append(record)
+    return records
 
 
 def self_samples(tokenizer, samples: list[dict], seqlen: int) -> torch.Tensor:

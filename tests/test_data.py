@@ -45,6 +45,16 @@ def test_different_sources_are_whole(tmp_path):
     assert evaluation == data.pydoc_text()
 
 
+def test_a_jsonl_file_is_read_as_its_text_fields(tmp_path):
+    """What generate-data writes, given as text:PATH, was read raw: its JSON and token ids calibrated."""
+    path = tmp_path / "own.jsonl"
+    path.write_text('{"text": "first \\"sample\\"", "ids": [1, 2]}\n\n{"text": "second"}\n')
+    assert data.file_text(str(path)) == 'first "sample"\n\nsecond'
+    path.write_text('{"text": "first"}\n{"ids": [1, 2]}\n')
+    with pytest.raises(InputError, match=r"own.jsonl line 2 is not a JSON object with a 'text'"):
+        data.readable(f"text:{path}")
+
+
 def test_one_split_reads_only_its_own_source(tmp_path, monkeypatch):
     path = tmp_path / "t.txt"
     path.write_text("\n\n".join(f"paragraph {i}" for i in range(40)))
