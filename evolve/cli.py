@@ -249,7 +249,8 @@ def compute_gradients(cfg: configuration.Config) -> None:
     reset_peak_memory(h.device)
     start = time.perf_counter()
     G = h.statistic("G")
-    print(f"G for {len(G)} linears, {h.calibration.shape[0]} x {h.calibration.shape[1]} tokens: "
+    windows = h.calibration_of(h.seed, gradients=True)  # (n, seqlen): --grad-calib's own, else calibration's
+    print(f"G for {len(G)} linears, {windows.shape[0]} x {windows.shape[1]} tokens: "
           f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(h.device) / 2**20:.0f} MB")
 
 

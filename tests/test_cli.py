@@ -306,3 +306,28 @@ def test_a_window_longer_than_the_context_is_refused(tiny_dir, tmp_path, capsys)
     assert main(["eval", "--model", tiny_dir, "--seqlen", "256", "--eval-tokens", "64"]) == 2
     assert capsys.readouterr().err.strip().endswith("evaluation needs at least one window of 256 tokens, it has 64")
     assert not (tmp_path / "own.jsonl").exists()
+
+
+def test_gradients_are_cached_from_the_text_named_and_say_its_windows(tiny_dir, tmp_path, monkeypatch, capsys):
+    """G's windows are --grad-calib's nsamples alone: the line counted calibration's, which --self-data
+    lengthens (it said 5 x 64 of G over 2 x 64). The cached G is the one computed from those windows."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    import gradients
+    from pruners import data, models
+
+    monkeypatch.setenv("EVOLVE_CACHE", str(tmp_path / "cache"))
+    text, own = tmp_path / "g.txt", tmp_path / "own.jsonl"
+    text.write_text(" ".join(f"word{i}" for i in range(400)))
+    own.write_text(json.dumps({"text": " ".join(["sample"] * 40)}) + "\n")
+    assert main(["gradients", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "16", "--grad-calib", f"text:{text}",
+                 "--self-data", str(own), "--self-nsamples", "1"]) == 0
+    assert capsys.readouterr().out.startswith("G for 14 linears, 2 x 16 tokens: ")
+    [cached] = (tmp_path / "cache" / "gradients").glob("*.safetensors")
+    model, tokenizer = models.load(tiny_dir)
+    windows = data.calibration_samples(tokenizer, data.calibration_text(f"text:{text}", "pydoc"), 2, 16, seed=0)
+    expected, got = gradients.compute(model, windows, torch.device("cpu")), load_file(cached)
+    assert got.keys() == expected.keys() and all(torch.allclose(got[k], expected[k]) for k in expected)
