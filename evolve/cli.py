@@ -1,11 +1,17 @@
 """`evolve`: the command line. Bad input ends in one line on stderr and exit status 2."""
 import argparse
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Progress bars (lm-eval's, the GGUF conversion's) are for a terminal; in a log they are lines of carriage
+# returns. tqdm reads this once, when torch first imports it, so it is set before.
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
 
 import pruners
 from evolve import config as configuration

@@ -134,7 +134,6 @@ def _converted(source: ModelSource) -> ModelSource:
 
 def load(name: str, dtype: torch.dtype = torch.float32):
     """(model, tokenizer), the model in eval mode on the host: the walker moves one block at a time."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bar of its own
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
