@@ -335,13 +335,14 @@ def test_gradients_are_cached_from_the_text_named_and_say_its_windows(tiny_dir, 
 
 def test_a_log_gets_lines_not_progress_bars(tmp_path):
     """The GGUF conversion a fresh machine's first run makes drew a bar of 272 carriage-returned steps into
-    the log of `make run`; on stderr that is no terminal, the command writes its own lines only."""
+    the log of `make run`, lm-eval a bar per request type; on stderr that is no terminal, the command writes
+    its own lines only."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "EVOLVE_CACHE": str(tmp_path)}  # nothing converted yet
-    run = subprocess.run([sys.executable, "-m", "evolve.cli", "eval", "--seqlen", "32", "--eval-tokens", "64"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "evolve.cli", "eval", "--seqlen", "32", "--eval-tokens", "64",
+                          "--tasks", "last-word", "--limit", "4"], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and (tmp_path / "models").is_dir(), run.stderr
     assert run.stderr.splitlines() == ["loading smollm2-135m (torch.float32) for cpu"]

@@ -1,6 +1,6 @@
 import logging
 import os
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -83,6 +83,9 @@ class Tasks(Score):
 
         host.place()
         lm = HFLM(pretrained=host.model, tokenizer=host.tokenizer, batch_size=self.batch_size, device=str(host.device))
+        if os.environ.get("TQDM_DISABLE"):  # no terminal (evolve.cli): lm-eval's request bars say disable=False themselves
+            for request in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
+                setattr(lm, request, partial(getattr(lm, request), disable_tqdm=True))
         out = simple_evaluate(model=lm, tasks=list(self.tasks), limit=self.limit, task_manager=self._manager(),
                               bootstrap_iters=0, log_samples=False, verbosity="ERROR")
         values = {}
