@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         if extra:  # argparse would blame the top parser; the command's own help lists what it takes
             raise InputError(f"unrecognized arguments: {' '.join(extra)} (see evolve {command} --help)")
         positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
+        if positional.get("resume") and positional.get("out"):  # the run would go on in one and ignore the other
+            raise InputError("--resume goes on in the folder it names; leave out --out")
         if positional.get("resume"):
             path = _run_config(positional["resume"])
         cfg = configuration.load(path, args)

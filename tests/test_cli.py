@@ -35,6 +35,8 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["generate-data", "--out", "/", "--force", "--nsamples", "1", "--seqlen", "8"], "/ is a folder; --out names the JSONL file to write"),
         (["generate-data", "--out", "/dev/null/x.jsonl", "--eval-tokens", "64"], "unrecognized arguments: --eval-tokens 64 (see evolve generate-data --help)"),
         (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
+        (["compare", "--resume", "/no/such/run", "--out", "/no/such/other"], "--resume goes on in the folder it names; leave out --out"),
+        (["search", "--resume", "/no/such/run", "--out", "/no/such/other"], "--resume goes on in the folder it names"),
         (["compare", "--methods", "wanda", "--allocations", "owl", "--pattern", "2:4", *SMALL],
          "--allocations spreads the unstructured points' sparsity over the blocks: add unstructured to --pattern"),
         (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is asked for twice (by --methods, "),
