@@ -73,6 +73,8 @@ def scores(config: Config) -> list[Score]:
     if not e.tasks and (e.limit or e.task_text):  # they would be ignored: no tasks score is made
         raise InputError("--limit and --task-text (evaluate.limit, evaluate.task_text) are options of --tasks: name the tasks")
     names = list(dict.fromkeys(e.scores + (["tasks"] if e.tasks else [])))
+    if stray := sorted(set(e.options) - set(names)):  # a typo's options would be ignored
+        raise InputError(f"evaluate.options names {', '.join(stray)}, not a measured score ({', '.join(names)})")
     out = []
     for name in names:
         options = dict(e.options.get(name, {}))

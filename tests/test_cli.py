@@ -74,6 +74,11 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
         ("search:\n  max_height: 2\n", "search",
          "search: tree heights must keep init_min_height (1) <= init_max_height (3) <= max_height (2)"),
         ("data:\n  self_data: self.jsonl\n  self_nsamples: 4\n", "search", "a search does not use data.self_data"),
+        # options for a method or score that is not run were ignored, a misspelt name's too
+        ("compare:\n  methods: [wanda]\n  options: {sparsgpt: {blocksize: 64}}\n", "compare",
+         "compare.options names sparsgpt, not a compared method (wanda)"),
+        ("evaluate:\n  options: {perplexty: {texts: [pydoc]}}\n", "baseline",
+         "evaluate.options names perplexty, not a measured score (perplexity)"),
     ],
 )
 def test_a_bad_config_is_one_line_and_leaves_no_folder(yaml, command, message, tmp_path, capsys):
