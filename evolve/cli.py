@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         positional = {k: args.pop(k) for k in [k for k in args if "." not in k and k not in ("save", "force")]}
         if positional.get("resume") and positional.get("out"):  # the run would go on in one and ignore the other
             raise InputError("--resume goes on in the folder it names; leave out --out")
+        if positional.get("resume") and path:  # the run's own config.yaml would replace it, silently
+            raise InputError("--resume reads the run's own config.yaml; leave out --config (flags still apply)")
         if positional.get("resume"):
             path = _run_config(positional["resume"])
         cfg = configuration.load(path, args)

@@ -37,6 +37,7 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["compare", "--methods", "", *SMALL], "--methods names no method to compare"),
         (["compare", "--resume", "/no/such/run", "--out", "/no/such/other"], "--resume goes on in the folder it names; leave out --out"),
         (["search", "--resume", "/no/such/run", "--out", "/no/such/other"], "--resume goes on in the folder it names"),
+        (["search", "--resume", "/no/such/run", "--config", "/no/such.yaml"], "--resume reads the run's own config.yaml; leave out --config"),
         (["compare", "--methods", "wanda", "--allocations", "owl", "--pattern", "2:4", *SMALL],
          "--allocations spreads the unstructured points' sparsity over the blocks: add unstructured to --pattern"),
         (["compare", "--methods", "wanda,magnitude,wanda", *SMALL], "wanda at 50% is asked for twice (by --methods, "),
