@@ -464,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         if positional.get("resume"):
             path = _run_config(positional["resume"])
         cfg = configuration.load(path, args)
+        section = {"compare": cfg.compare, "search": cfg.search}.get(command)  # N:M points fix their sparsity
+        if section and args.get(f"{command}.sparsities") and not set(section.patterns) & set(SHARES):
+            raise InputError(f"--sparsity gives the points of {', '.join(SHARES)}; --pattern names none of them")
         torch.manual_seed(cfg.data.seed)
         COMMANDS[command](cfg, **positional)
     except (InputError, MetricError) as error:
