@@ -68,6 +68,10 @@ class FitnessSetup:
             raise InputError(f"sparsity point {twice[0]} is named twice in --sparsity or --pattern")
         if self.permute and not any(":" in p for p in self.points):
             raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
+        if all(":" in p for p in self.points):  # the metric file would name a choice no fitness point made
+            for flag, value, default in (("--group", self.group, "row"), ("--allocation", self.allocation, "uniform")):
+                if value != default:
+                    raise InputError(f"{flag} {value} is for the unstructured points: add one to --sparsity and --pattern")
         first = self.default_choice()
         return [Sparsity.parse(p, permute=self.permute) if ":" in p else
                 Sparsity.parse("unstructured", float(p), first.group, allocation=first.allocation) for p in self.points]

@@ -33,6 +33,9 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["search", "--pattern", "2:4", "--sparsity", "0.6", *SEARCH_SMALL],
          "--sparsity gives the points of unstructured, row-column, channels; --pattern names none of them"),
         (["compare", "--methods", "wanda", "--pattern", "2:4,4:8", "--sparsity", "0.6", *SMALL], "--pattern names none of them"),
+        # the N:M points ignored them, and the metric file named them for apply
+        (["search", "--pattern", "2:4", "--group", "column", *SEARCH_SMALL], "--group column is for the unstructured points"),
+        (["search", "--pattern", "2:4", "--allocation", "uniform,owl", *SEARCH_SMALL], "--allocation uniform,owl is for the unstructured points"),
         (["search", "--eval-tokens", "64", *SEARCH_SMALL], "unrecognized arguments: --eval-tokens 64"),
         (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve baseline --help)"),
         (["generate-data", "--out", "/", "--force", "--nsamples", "1", "--seqlen", "8"], "/ is a folder; --out names the JSONL file to write"),
