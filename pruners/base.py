@@ -22,6 +22,7 @@ class Pruner(BaseModel):
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
     allocates: ClassVar[bool] = False  # prunes block by block, so each block may take its own sparsity (--allocation)
     permutes: ClassVar[bool] = False  # chooses N:M masks from scores alone, so inputs may be reordered first (--permute)
+    groups: ClassVar[bool] = False  # chooses masks from scores alone, so their comparison group is a choice (--group)
     default_allocation: ClassVar[str] = "uniform"  # an unstructured point's spread over the blocks when none is named
 
     def settle(self, spec: Sparsity) -> Sparsity:
@@ -39,6 +40,9 @@ class Pruner(BaseModel):
         if spec.allocation != "uniform" and not self.allocates:
             raise InputError(f"method {self.name} does not prune block by block: --allocation {spec.allocation} "
                              "is for the layer methods")
+        if spec.group is not None and not self.groups:
+            raise InputError(f"method {self.name} chooses its masks its own way: --group {spec.group} is for the "
+                             "score methods (magnitude, wanda, metric)")
         if spec.permute and not self.permutes:
             raise InputError(f"method {self.name} does not choose its masks from scores alone: --permute is for the "
                              "score methods (magnitude, wanda, metric)")
@@ -135,6 +139,7 @@ class ScorePruner(LayerPruner):
 
     default_group: ClassVar[str] = "row"
     permutes: ClassVar[bool] = True
+    groups: ClassVar[bool] = True
     _orders: dict = PrivateAttr(default_factory=dict)
 
     @abstractmethod
