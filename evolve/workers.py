@@ -82,6 +82,10 @@ class RayPool:
             raise InputError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
         local = address is None
         threads = default_threads(workers) if local else 1
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if local and workers * threads > cpus:  # Ray holds a worker's cores while it lives: the rest would wait for ever
+            raise InputError(f"--workers {workers} needs {workers * threads} cores ({threads} thread(s) each); the local Ray "
+                             f"has {cpus:g}: use --workers {max(1, int(cpus // threads))} or fewer")
         self.needs = {"CPU": threads}  # what one actor asks of the node it runs on
         if setup.device.startswith("cuda") or (setup.device == "auto" and torch.cuda.is_available()):
             self.needs["GPU"] = 1  # each actor keeps a model on its own GPU

@@ -113,6 +113,17 @@ def test_a_worker_that_cannot_start_stops_the_search_with_its_reason(ray_session
         FaultyPool(fitness_setup(search_config("no-room")), 1, None, timeout_s=3, log=lambda _: None)
 
 
+def test_more_local_workers_than_cores_are_refused_before_any_starts(ray_session):
+    """Ray holds an actor's cores while it lives: the workers past the local cores waited for ever, silently."""
+    said = []
+    with pytest.raises(InputError) as refused:
+        FaultyPool(fitness_setup(search_config("smollm2-135m")), 1000, None, timeout_s=3, log=said.append)
+    cpus = ray_session.cluster_resources()["CPU"]
+    assert str(refused.value) == (f"--workers 1000 needs 1000 cores (1 thread(s) each); the local Ray has {cpus:g}: "
+                                  f"use --workers {int(cpus)} or fewer")
+    assert said == []  # refused before "starting 1000 Ray worker(s)"
+
+
 class ImpatientPool(FaultyPool):
     start_grace_s = 2.0
 
