@@ -125,9 +125,13 @@ def save_config(run_dir: Path, cfg) -> None:
 
 
 def show(run_dir: Path) -> str:
-    """The hall of fame and the Pareto front as markdown, read from the run folder's CSV files alone."""
+    """The hall of fame and the Pareto front as markdown, read from the run folder's CSV files alone; a file
+    left out (a folder committed without its Pareto front) is said to be missing."""
     lines = []
     for title, name in (("hall of fame", "hall_of_fame.csv"), ("Pareto front", "pareto.csv")):
+        if not (run_dir / name).is_file():
+            lines += [f"## {title}", "", f"(no {name} in {run_dir})", ""]
+            continue
         with (run_dir / name).open() as f:
             rows = list(csv.DictReader(f))
         lines += [f"## {title}", "", "| " + " | ".join(rows[0].keys() if rows else COLUMNS) + " |"]
