@@ -303,7 +303,7 @@ def compare(cfg: configuration.Config, out: str | None = None, resume: str | Non
         if not any(spec.kind() in method.patterns for spec in points):
             raise InputError(f"method {method.name} prunes {', '.join(method.patterns)}: none of the compared patterns")
         takes = lambda s: (s.kind() in method.patterns and (s.allocation == "uniform" or method.allocates)
-                           and (not s.permute or method.permutes))
+                           and (not s.permute or method.scores_only))
         for spec in points[:1] if method.name == "dense" else [s for s in map(method.settle, points) if takes(s)]:
             method.check(spec)
             named = (method.label(), row_point(method, spec))

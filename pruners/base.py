@@ -21,8 +21,9 @@ class Pruner(BaseModel):
     name: ClassVar[str]
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "N:M")  # what it prunes (Sparsity.kind), the default first
     allocates: ClassVar[bool] = False  # prunes block by block, so each block may take its own sparsity (--allocation)
-    permutes: ClassVar[bool] = False  # chooses N:M masks from scores alone, so inputs may be reordered first (--permute)
-    groups: ClassVar[bool] = False  # chooses masks from scores alone, so their comparison group is a choice (--group)
+    # chooses its masks from scores alone, so where the scores compete (--group) and the order of the inputs
+    # before N:M groups form (--permute) are choices; SparseGPT and the surgeon choose theirs as they update
+    scores_only: ClassVar[bool] = False
     default_allocation: ClassVar[str] = "uniform"  # an unstructured point's spread over the blocks when none is named
 
     def settle(self, spec: Sparsity) -> Sparsity:
@@ -40,12 +41,10 @@ class Pruner(BaseModel):
         if spec.allocation != "uniform" and not self.allocates:
             raise InputError(f"method {self.name} does not prune block by block: --allocation {spec.allocation} "
                              "is for the layer methods")
-        if spec.group is not None and not self.groups:
-            raise InputError(f"method {self.name} chooses its masks its own way: --group {spec.group} is for the "
-                             "score methods (magnitude, wanda, metric)")
-        if spec.permute and not self.permutes:
-            raise InputError(f"method {self.name} does not choose its masks from scores alone: --permute is for the "
-                             "score methods (magnitude, wanda, metric)")
+        for flag, asked in (("--group", spec.group is not None), ("--permute", spec.permute)):
+            if asked and not self.scores_only:
+                raise InputError(f"method {self.name} does not choose its masks from scores alone: {flag} is for the "
+                                 "score methods (magnitude, wanda, metric)")
 
     def check_model(self, model, spec: Sparsity) -> None:
         """Refuse a point that only the loaded model can tell this method cannot prune, before any pruning."""
@@ -138,8 +137,7 @@ class ScorePruner(LayerPruner):
     """A method that only scores weights: the lowest scores of each comparison group become zero."""
 
     default_group: ClassVar[str] = "row"
-    permutes: ClassVar[bool] = True
-    groups: ClassVar[bool] = True
+    scores_only: ClassVar[bool] = True
     _orders: dict = PrivateAttr(default_factory=dict)
 
     @abstractmethod

@@ -18,8 +18,8 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["baseline", "--calib", "books"], "unknown text source 'books'"),
         # SparseGPT and the surgeon choose masks their own way: the group was ignored
         (["baseline", "--method", "sparsegpt", "--group", "column", *SMALL],
-         "method sparsegpt chooses its masks its own way: --group column is for the score methods"),
-        (["baseline", "--method", "surgeon", "--group", "layer", *SMALL], "method surgeon chooses its masks its own way"),
+         "method sparsegpt does not choose its masks from scores alone: --group is for the score methods"),
+        (["baseline", "--method", "surgeon", "--group", "layer", *SMALL], "method surgeon does not choose its masks from scores alone: --group"),
         (["baseline", "--grad-calib", "text:/no/such/file.txt"], "no text file or folder at /no/such/file.txt"),
         (["baseline", "--config", "/no/such.yaml"], "cannot read config /no/such.yaml"),
         (["baseline", "--nsamples", "0"], "data.nsamples"),
