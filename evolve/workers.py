@@ -81,11 +81,13 @@ class RayPool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise InputError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
         local = address is None
-        threads = default_threads(workers) if local else 1
-        cpus = ray.cluster_resources().get("CPU", 0)
-        if local and workers * threads > cpus:  # Ray holds a worker's cores while it lives: the rest would wait for ever
-            raise InputError(f"--workers {workers} needs {workers * threads} cores ({threads} thread(s) each); the local Ray "
-                             f"has {cpus:g}: use --workers {max(1, int(cpus // threads))} or fewer")
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if local and workers > cpus:  # Ray holds a worker's cores while it lives: the rest would wait for ever
+            raise InputError(f"--workers {workers}: the local Ray has {cpus} cores, one per worker at least; "
+                             f"use --workers {cpus} or fewer")
+        # cores / workers threads each, of the cores this process may run on and Ray hands out (a container's
+        # CPU quota can make these fewer than its cpuset: an actor asking for more would never start)
+        threads = max(1, min(default_threads(), cpus) // workers) if local else 1
         self.needs = {"CPU": threads}  # what one actor asks of the node it runs on
         if setup.device.startswith("cuda") or (setup.device == "auto" and torch.cuda.is_available()):
             self.needs["GPU"] = 1  # each actor keeps a model on its own GPU

@@ -113,15 +113,22 @@ def test_a_worker_that_cannot_start_stops_the_search_with_its_reason(ray_session
         FaultyPool(fitness_setup(search_config("no-room")), 1, None, timeout_s=3, log=lambda _: None)
 
 
-def test_more_local_workers_than_cores_are_refused_before_any_starts(ray_session):
-    """Ray holds an actor's cores while it lives: the workers past the local cores waited for ever, silently."""
+def test_local_workers_fit_the_cores_ray_hands_out(ray_session, monkeypatch):
+    """Ray holds an actor's cores while it lives: the workers past the local cores waited for ever, silently;
+    and threads counted from a cpuset wider than Ray's cores (a container's CPU quota) made an actor no node
+    could start."""
+    import evolve.workers
+
     said = []
     with pytest.raises(InputError) as refused:
         FaultyPool(fitness_setup(search_config("smollm2-135m")), 1000, None, timeout_s=3, log=said.append)
     cpus = ray_session.cluster_resources()["CPU"]
-    assert str(refused.value) == (f"--workers 1000 needs 1000 cores (1 thread(s) each); the local Ray has {cpus:g}: "
-                                  f"use --workers {int(cpus)} or fewer")
+    assert str(refused.value) == f"--workers 1000: the local Ray has {cpus:g} cores, one per worker at least; use --workers {cpus:g} or fewer"
     assert said == []  # refused before "starting 1000 Ray worker(s)"
+    monkeypatch.setattr(evolve.workers, "default_threads", lambda workers=1: 64)
+    pool = FaultyPool(fitness_setup(search_config("smollm2-135m")), 1, None, timeout_s=3, log=said.append)
+    pool.close()
+    assert pool.needs["CPU"] == cpus and said == [f"starting 1 Ray worker(s), {cpus:g} torch thread(s) each"]
 
 
 class ImpatientPool(FaultyPool):
