@@ -20,6 +20,7 @@ from evolve.host import read_data
 from evolve.store import DATABASE
 from evolve.workbench import Row, Workbench, check_folder, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
+from metrics.named import NAMED
 from pruners import base
 from pruners.device import peak_memory_bytes, reset_peak_memory, resolve_device
 from pruners.errors import InputError
@@ -137,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
     _score_flags(baseline)
 
     apply = sub.add_parser("apply", help="prune with a symbolic metric (ours or Pruner-Zero's JSON) and measure perplexity")
-    apply.add_argument("metric", help="metric file, named metric (wanda, pruner-zero, gblm, taylor) or expression")
+    apply.add_argument("metric", help=f"metric file, named metric ({', '.join(NAMED)}) or expression")
     _data_flags(apply)
     _prune_flags(apply)
     _score_flags(apply)
