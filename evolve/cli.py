@@ -293,9 +293,10 @@ def with_reconstructions(methods: list, names: list[str]) -> list:
 
 def compare(cfg: configuration.Config, out: str | None = None, resume: str | None = None) -> None:
     points = compare_points(cfg)
-    if stray := sorted(set(cfg.compare.options) - {name.split("(")[0] for name in cfg.compare.methods}):  # a typo's options would be ignored
+    keys = [name.split("(")[0] for name in cfg.compare.methods]  # what compare.options names each method by
+    if stray := sorted(set(cfg.compare.options) - set(keys)):  # a typo's options would be ignored
         raise InputError(f"compare.options names {', '.join(stray)}, not a compared method ({', '.join(cfg.compare.methods)})")
-    methods = [pruners.method(name, **cfg.compare.options.get(name.split("(")[0], {})) for name in cfg.compare.methods]
+    methods = [pruners.method(name, **cfg.compare.options.get(key, {})) for name, key in zip(cfg.compare.methods, keys)]
     methods = with_reconstructions(methods, cfg.compare.reconstruct)
     if not methods:
         raise InputError("--methods names no method to compare")

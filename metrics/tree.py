@@ -163,15 +163,15 @@ def load(path: str) -> Node:
     if isinstance(data, dict) and data.get("format") == "evolve-metric":
         if data.get("semantics") != SEMANTICS:
             raise MetricError(f"{path} was written with metric semantics {data.get('semantics')}, this is {SEMANTICS}")
-        tree, written = data.get("tree"), data.get("expression")
+        tree = from_pruner_zero(data["tree"]) if data.get("tree") is not None else None
+        written = parse(data["expression"]) if data.get("expression") is not None else None
         if tree is None and written is None:
             raise MetricError(f"{path} holds no metric: neither an expression nor a tree")
         # Both are written; a reader who edits the readable one must not have the other pruned with silently.
-        tree = from_pruner_zero(tree) if tree is not None else None
-        if written is not None and tree is not None and parse(written) != tree:
-            raise MetricError(f"{path}: its expression {written} and its tree {tree} differ; keep the one you mean "
-                              "and delete the other")
-        return tree if tree is not None else parse(written)
+        if tree is not None and written is not None and written != tree:
+            raise MetricError(f"{path}: its expression {data['expression']} and its tree {tree} differ; keep the one "
+                              "you mean and delete the other")
+        return tree if tree is not None else written
     return from_pruner_zero(data)
 
 

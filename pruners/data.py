@@ -1,8 +1,9 @@
 """Text for calibration and evaluation: offline sources first, hub datasets when reachable.
 
 Sources: `pydoc` (the Python documentation shipped with every CPython), `text:PATH` (a text file, a .jsonl
-file's "text" fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package). When calibration and evaluation
-name the same offline source, its head calibrates and its tail evaluates, so they never overlap.
+file's "text" fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package).
+When calibration and evaluation name the same offline source, its head calibrates and its tail evaluates,
+so they never overlap.
 """
 import random
 from collections.abc import Iterator
