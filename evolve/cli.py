@@ -49,7 +49,7 @@ DATA_FLAGS = [
     ("--eval-skip-tokens", "data.eval_skip_tokens", "leave out the evaluation windows that hold the first N tokens (a search's own)"),
     ("--self-data", "data.self_data", "JSONL from evolve generate-data, mixed into calibration"),
     ("--self-nsamples", "data.self_nsamples", "how many of its samples join calibration"),
-    ("--grad-calib", "data.grad_calib", "text the leaf G's gradients come from, same choices (default: the calibration text)"),
+    ("--grad-calib", "data.grad_calib", "text the gradients of the leaves G and F come from, same choices (default: the calibration text)"),
 ]
 INTS = {"--nsamples", "--seqlen", "--seed", "--eval-tokens", "--eval-skip-tokens", "--self-nsamples"}
 
@@ -157,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, help="the JSONL file to write")
     generate.add_argument("--force", dest="force", action="store_true", default=None, help="overwrite --out")
 
-    grads = sub.add_parser("gradients", help="compute G (gradient magnitudes) once and cache it")
+    grads = sub.add_parser("gradients", help="compute G and F (from the loss gradients) once and cache them")
     _data_flags(grads, without=("--eval-tokens", "--eval-skip-tokens"))  # no evaluation
 
     search = sub.add_parser("search", help="discover a metric by genetic programming (resumable)")
@@ -255,9 +255,9 @@ def compute_gradients(cfg: configuration.Config) -> None:
     h = host(cfg)
     reset_peak_memory(h.device)
     start = time.perf_counter()
-    G = h.statistic("G")
+    G, _ = h.statistic("G"), h.statistic("F")  # the first computes both, the second reads F's file
     windows = h.calibration_of(h.seed, gradients=True)  # (n, seqlen): --grad-calib's own, else calibration's
-    print(f"G for {len(G)} linears, {windows.shape[0]} x {windows.shape[1]} tokens: "
+    print(f"G and F for {len(G)} linears, {windows.shape[0]} x {windows.shape[1]} tokens: "
           f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(h.device) / 2**20:.0f} MB")
 
 

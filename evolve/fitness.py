@@ -173,10 +173,10 @@ class FitnessEvaluator:
             spec = replace(spec, group=choice.group, allocation=choice.allocation)
         if self.setup.recalibrate:  # X gathered block by block from the pruned model, as `evolve apply` does
             self.host.restore()
-            G = self.host.statistic("G", seed) if "G" in tree.leaves() else None
             reconstruct = None if self.setup.update == "none" else self.setup.update
-            pruners.method("metric", metric=str(tree), reconstruct=reconstruct).prune(
-                self.host.model, self.host.calibration_of(seed), spec, self.device, G)
+            method = pruners.method("metric", metric=str(tree), reconstruct=reconstruct)
+            gradients = {leaf: self.host.statistic(leaf, seed) for leaf in method.gradient_leaves}
+            method.prune(self.host.model, self.host.calibration_of(seed), spec, self.device, gradients)
             return
         score = metrics.compile_metric(tree)
         ratios = self.block_sparsities(spec, seed)

@@ -16,7 +16,7 @@ from evolve.perplexity import windows
 from pruners import base, data, models
 from pruners.device import resolve_device
 from pruners.errors import InputError
-from pruners.stats import WALKED_LEAVES
+from pruners.stats import GRADIENT_LEAVES, WALKED_LEAVES
 from pruners.walker import walk
 
 
@@ -58,8 +58,8 @@ class Host:
     ):
         """on_device: keep the whole model (and its snapshot) on the device, for repeated evaluation as a
         fitness worker does; otherwise the model stays on the host and methods move one block at a time.
-        grad_calib: the text G is computed from (default: the calibration text), so that a metric's gradients
-        need not come from the domain it is scored on."""
+        grad_calib: the text G and F are computed from (default: the calibration text), so that a metric's
+        gradients need not come from the domain it is scored on."""
         self.name, self.log, self.batch_size = model, log, batch_size
         self.device = resolve_device(device)
         self.dtype = models.resolve_dtype(dtype, self.device)
@@ -123,8 +123,8 @@ class Host:
     @functools.cache
     def calibration_of(self, seed: int, gradients: bool = False) -> torch.Tensor:
         """(nsamples [+ self_nsamples], seqlen) calibration windows drawn with `seed`, the model's own text
-        (--self-data) after the sampled ones; for G's gradients, from the grad_calib text where one is named,
-        its nsamples windows alone. Drawn once per seed."""
+        (--self-data) after the sampled ones; for the gradients of G and F, from the grad_calib text where
+        one is named, its nsamples windows alone. Drawn once per seed."""
         if gradients and self.grad_text is not None:
             return data.calibration_samples(self.tokenizer, self.grad_text, self._nsamples, self.seqlen, seed)
         samples = data.calibration_samples(self.tokenizer, self.calib_text, self._nsamples, self.seqlen, seed)
@@ -133,12 +133,12 @@ class Host:
     def statistic(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """A statistic of the dense model by target name, computed once per calibration seed (None: the
         host's own): 'X' (input norms per channel, (1, in)), 'D' (SparseGPT's inverse Hessian diagonal,
-        (1, in)), 'H' (the Hessian 2/N X^T X, (in, in)) or 'G' (gradient magnitudes, (out, in), cached on disk
-        across runs, from the grad_calib text when one is named)."""
+        (1, in)), 'H' (the Hessian 2/N X^T X, (in, in)), 'G' or 'F' (from the loss gradients, (out, in), cached
+        on disk across runs, from the grad_calib text when one is named)."""
         seed = self.seed if seed is None else seed
         if (name, seed) not in self._statistics:
             self.restore()
-            self._statistics[name, seed] = STATISTICS[name](self, self.calibration_of(seed, gradients=name == "G"))
+            self._statistics[name, seed] = STATISTICS[name](self, self.calibration_of(seed, gradients=name in GRADIENT_LEAVES))
         return self._statistics[name, seed]
 
 
@@ -159,13 +159,18 @@ def _walked(leaf: str, collector: str, derive=lambda s: s) -> Callable[[Host, to
     return compute
 
 
-def _gradients(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
-    host.place()
-    G, path, seconds = gradients.load_or_compute(host.model, host.name, calibration, host.device, log=host.log)
-    host.log(f"G {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
-    return G
+def _gradients(leaf: str) -> Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]:
+    """A leaf the gradients package computes (G, F): read from its cache, or computed with the others."""
+
+    def compute(host: Host, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+        host.place()
+        stat, path, seconds = gradients.load_or_compute(host.model, host.name, calibration, host.device, leaf, log=host.log)
+        host.log(f"{leaf} {'computed in %.1f s' % seconds if seconds else 'read'}: {path}")
+        return stat
+
+    return compute
 
 
 # The leaves, and H, each linear's Hessian (in, in), for the search's fixed-mask update (FitnessSetup.update).
 STATISTICS: dict[str, Callable[[Host, torch.Tensor], dict[str, torch.Tensor]]] = {
-    "G": _gradients, "H": _walked("H", "H"), **{leaf: _walked(leaf, *WALKED_LEAVES[leaf]) for leaf in WALKED_LEAVES}}
+    **{leaf: _gradients(leaf) for leaf in GRADIENT_LEAVES}, "H": _walked("H", "H"), **{leaf: _walked(leaf, *WALKED_LEAVES[leaf]) for leaf in WALKED_LEAVES}}

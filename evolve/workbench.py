@@ -124,12 +124,12 @@ class Workbench:
         self.check(method, spec)
         spec = method.settle(spec)
         h = self.host
-        G = h.statistic("G") if method.needs_gradients else None
+        gradients = {leaf: h.statistic(leaf) for leaf in method.gradient_leaves}
         h.restore()
         reset_peak_memory(h.device)
         start = time.perf_counter()
         calibrated = method.needs_calibration or spec.allocation != "uniform"  # OWL reads activations, even for magnitude
-        measured = method.prune(h.model, h.calibration if calibrated else None, spec, h.device, G) or {}
+        measured = method.prune(h.model, h.calibration if calibrated else None, spec, h.device, gradients) or {}
         synchronize(h.device)
         pruned = time.perf_counter()
         values = {**self.measure(), **measured}

@@ -57,5 +57,13 @@ NAMED = {
             "form of LLM-Pruner, arXiv:2305.11627): |W| times the gradient magnitude. Rank-equal to the "
             "Fisher-diagonal OBD saliency W^2 sum(g^2), which shares its canonical key.",
         ),
+        Named(
+            "token-fisher", "mul(abs(W), F)",
+            "Optimal Brain Damage's saliency W^2 F^2 (LeCun et al. 1989) with the empirical Fisher's diagonal "
+            "over tokens standing in for the Hessian's (F, the gradients package): per row, Wanda's W^2 X^2 "
+            "with each token's input weighed by the squared loss gradient at that output. taylor's G sums a "
+            "sample's tokens before squaring; F squares each token's share. Named by this project (see the "
+            "README's 'F, the Fisher over tokens').",
+        ),
     ]
 }

@@ -1,8 +1,8 @@
 """The operators of the metric language, with Pruner-Zero's exact semantics (its lib/gptree.py).
 
 Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves (LEAVES): W
-(out, in) weights, X (1, in) input norms, G (out, in) gradient magnitudes, D (1, in) SparseGPT's inverse
-Hessian diagonal, M and V (1, in) each input channel's mean and variance (DSnoT's); broadcasting lets the
+(out, in) weights, X (1, in) input norms, G (out, in) gradient magnitudes, F (out, in) the empirical Fisher's
+token-level diagonal (gradients package), D (1, in) SparseGPT's inverse Hessian diagonal, M and V (1, in) each input channel's mean and variance (DSnoT's); broadcasting lets the
 per-input leaves meet W. Reductions
 (mms, zsn, the norm in div) run over the whole tensor they receive, except those of divrow and divcol
 (ours, not Pruner-Zero's), which divide by the sum of |y| along each row (over the inputs: (out, 1)) or
@@ -107,6 +107,7 @@ LEAVES = {
         Leaf("W", "weight", False, 0.05, "the layer's dense weights"),
         Leaf("X", "input", True, 1.0, "the L2 norm of each input channel over the calibration tokens"),
         Leaf("G", "weight", True, 1e-3, "the L2 norm over calibration samples of each weight's gradient of the LM loss"),
+        Leaf("F", "weight", True, 1e-3, "the L2 norm over calibration tokens of each token's share of a weight's gradient"),
         # SparseGPT's saliency is divcol(sqr(W), D): dividing by a (1, in) leaf's column sum divides by the leaf
         Leaf("D", "input", True, 1e-3, "SparseGPT's saliency denominator [U]_jj^2, U^T U = (H + damp I)^-1, U upper"),
         # DSnoT's statistics of each input channel over the calibration tokens (Zhang et al., ICLR 2024)

@@ -55,8 +55,9 @@ class Pruner(BaseModel):
         return True
 
     @property
-    def needs_gradients(self) -> bool:
-        return False
+    def gradient_leaves(self) -> tuple[str, ...]:
+        """The statistics of the loss gradients (G, F) it prunes by, which the caller computes."""
+        return ()
 
     def channel_orders(self) -> dict[str, torch.Tensor]:
         """The last prune's input order of each N:M linear pruned with --permute, by target name: the weight's
@@ -73,8 +74,8 @@ class Pruner(BaseModel):
 
     @abstractmethod
     def prune(self, model, calibration: torch.Tensor | None, spec: Sparsity, device: torch.device, gradients=None) -> dict[str, float] | None:
-        """Prune `model` in place. `calibration` is (nsamples, seqlen) token ids; `gradients` maps target
-        names ('3.mlp.up_proj') to G (out, in) for methods whose needs_gradients is true. May return
+        """Prune `model` in place. `calibration` is (nsamples, seqlen) token ids; `gradients` maps each of
+        gradient_leaves to its statistic by target name ('3.mlp.up_proj'), (out, in). May return
         measurements made while pruning (column -> value), which join the row's scores."""
 
 

@@ -73,7 +73,7 @@ def obs_diagonal(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
 
 
 # Leaves of the metric language (metrics.ops.LEAVES) that the walker gathers from calibration inputs: the
-# collector each needs and how the leaf follows from what it collected. G comes from the gradients package.
+# collector each needs and how the leaf follows from what it collected.
 WALKED_LEAVES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
     "X": ("X", lambda X: X),
     "D": ("H", obs_diagonal),
@@ -82,12 +82,19 @@ WALKED_LEAVES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
 }
 
 
+# The leaves the gradients package computes, both in one backward pass per calibration sample.
+GRADIENT_LEAVES = ("G", "F")
+
+
 def rescale(found: tuple[int, int], now: tuple[int, int]) -> dict[str, float]:
     """Factors that bring the leaves gathered from a calibration of `now` = (samples, tokens per sample) to
     the scale a calibration of `found` gives them, so that a metric not homogeneous in a leaf (log X, X + G)
     ranks as it did where it was found. X^2 and H sum over a sample's tokens and average over samples, so X
     grows as sqrt(tokens) and D = diag (H + damp I)^-1 (damp proportional to H) as 1/tokens; G^2 sums over
     samples, so G grows as sqrt(samples) (its dependence on tokens, through each sample's mean loss, is not
-    a law and is left alone). M and V are means over tokens: no factor."""
+    a law and is left alone). F^2 sums over samples and tokens the square of each token's share of a
+    sample's mean loss, a 1/tokens share, so F grows as sqrt(samples / tokens). M and V are means over
+    tokens: no factor."""
     (samples0, tokens0), (samples, tokens) = found, now
-    return {"X": math.sqrt(tokens0 / tokens), "D": tokens / tokens0, "G": math.sqrt(samples0 / samples)}
+    return {"X": math.sqrt(tokens0 / tokens), "D": tokens / tokens0, "G": math.sqrt(samples0 / samples),
+            "F": math.sqrt(samples0 * tokens / (samples * tokens0))}

@@ -7,7 +7,7 @@ import metrics
 from metrics.named import NAMED
 from pruners.base import ScorePruner
 from pruners.errors import InputError
-from pruners.stats import WALKED_LEAVES, rescale
+from pruners.stats import GRADIENT_LEAVES, WALKED_LEAVES, rescale
 from pruners.spec import ALLOCATIONS, GROUPS
 
 
@@ -82,12 +82,12 @@ class Metric(ScorePruner):
         return tuple(WALKED_LEAVES[leaf][0] for leaf in sorted(self.tree.leaves()) if leaf in WALKED_LEAVES)
 
     @property
-    def needs_gradients(self) -> bool:
-        return "G" in self.tree.leaves()
+    def gradient_leaves(self) -> tuple[str, ...]:
+        return tuple(leaf for leaf in GRADIENT_LEAVES if leaf in self.tree.leaves())
 
     def prune(self, model, calibration, spec, device, gradients=None):
-        if self.needs_gradients and gradients is None:
-            raise InputError(f"metric {self.metric} uses G: compute it first (evolve gradients)")
+        if missing := [leaf for leaf in self.gradient_leaves if leaf not in (gradients or {})]:
+            raise InputError(f"metric {self.metric} uses {' and '.join(missing)}: compute it first (evolve gradients)")
         self._scorer = metrics.compile_metric(self.tree)
         self._gradients = gradients or {}
         found = rescale(self.found_at, tuple(calibration.shape)) if self.found_at else {}
@@ -97,11 +97,10 @@ class Metric(ScorePruner):
     def score(self, name, weight, stats):
         walked = self.tree.leaves() & WALKED_LEAVES.keys()
         leaves = {leaf: WALKED_LEAVES[leaf][1](stats[WALKED_LEAVES[leaf][0]]) for leaf in walked}
-        if name in self._gradients:
-            leaves["G"] = self._gradients[name].to(weight.device)
+        leaves |= {leaf: by_name[name].to(weight.device) for leaf, by_name in self._gradients.items()}
         for leaf in self._scales.keys() & leaves.keys():  # a new tensor: the host's statistics stay as gathered
             leaves[leaf] = leaves[leaf] * self._scales[leaf]
-        return self._scorer(W=weight, G=leaves.pop("G", None), **leaves)
+        return self._scorer(W=weight, **leaves)
 
     def prune_linear(self, name, weight, stats, spec):
         try:

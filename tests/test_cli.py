@@ -343,12 +343,13 @@ def test_gradients_are_cached_from_the_text_named_and_say_its_windows(tiny_dir, 
     own.write_text(json.dumps({"text": " ".join(["sample"] * 40)}) + "\n")
     assert main(["gradients", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "16", "--grad-calib", f"text:{text}",
                  "--self-data", str(own), "--self-nsamples", "1"]) == 0
-    assert capsys.readouterr().out.startswith("G for 14 linears, 2 x 16 tokens: ")
-    [cached] = (tmp_path / "cache" / "gradients").glob("*.safetensors")
+    assert capsys.readouterr().out.startswith("G and F for 14 linears, 2 x 16 tokens: ")
     model, tokenizer = models.load(tiny_dir)
     windows = data.calibration_samples(tokenizer, data.calibration_text(f"text:{text}", "pydoc"), 2, 16, seed=0)
-    expected, got = gradients.compute(model, windows, torch.device("cpu")), load_file(cached)
-    assert got.keys() == expected.keys() and all(torch.allclose(got[k], expected[k]) for k in expected)
+    expected = gradients.compute(model, windows, torch.device("cpu"))
+    for leaf in ("G", "F"):
+        got = load_file(gradients.cache_path(tiny_dir, windows, torch.float32, leaf))
+        assert got.keys() == expected[leaf].keys() and all(torch.allclose(got[k], expected[leaf][k]) for k in got)
 
 
 def test_a_log_gets_lines_not_progress_bars(tmp_path):

@@ -94,8 +94,10 @@ def test_G_comes_from_the_grad_calib_text_and_every_other_statistic_from_calibra
     host = Host(tiny_dir, grad_calib=f"text:{legal}", **quiet)
     windows = data.calibration_samples(host.tokenizer, legal.read_text(), 2, 32, seed=0)
     want = gradients.compute(host.model, windows, torch.device("cpu"))
+    for leaf in ("G", "F"):
+        got = host.statistic(leaf)
+        assert got.keys() == want[leaf].keys() and all(torch.equal(got[k], want[leaf][k]) for k in got)
     G = host.statistic("G")
-    assert G.keys() == want.keys() and all(torch.equal(G[k], want[k]) for k in G)
     assert not torch.equal(G["0.mlp.up_proj"], plain.statistic("G")["0.mlp.up_proj"])
     assert torch.equal(host.calibration, plain.calibration)
     assert torch.equal(host.statistic("X")["0.mlp.up_proj"], plain.statistic("X")["0.mlp.up_proj"])

@@ -46,7 +46,7 @@ def test_a_metric_that_turns_nan_on_a_layer_names_the_layer(tiny):
     G = {name: torch.rand_like(lin.weight) for name, lin in models.target_linears(tiny).items()}
     G["1.mlp.up_proj"][3, 5] = float("nan")
     with pytest.raises(InputError, match=r"yields NaN or Inf on layer 1.mlp.up_proj"):
-        pruners.method("metric:taylor").prune(tiny, None, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), G)
+        pruners.method("metric:taylor").prune(tiny, None, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), {"G": G})
 
 
 def test_a_metric_using_G_without_G_is_refused(tiny):
@@ -77,8 +77,9 @@ def test_rescale_follows_how_each_statistic_grows_with_the_calibration():
     model, calibration = tiny_llama(3), torch.randint(0, 96, (3, 8))
     once = gradients.compute(model, calibration, torch.device("cpu"))
     twice = gradients.compute(model, torch.cat([calibration, calibration]), torch.device("cpu"))
-    factor = stats.rescale((6, 8), (3, 8))["G"]
-    assert all(torch.allclose(once[n] * factor, twice[n], rtol=1e-4, atol=1e-8) for n in once)
+    for leaf in ("G", "F"):
+        factor = stats.rescale((6, 8), (3, 8))[leaf]
+        assert all(torch.allclose(once[leaf][n] * factor, twice[leaf][n], rtol=1e-4, atol=1e-8) for n in once[leaf])
 
 
 @pytest.mark.parametrize("found, by_hand", [
@@ -99,7 +100,7 @@ def test_a_found_metric_sees_its_leaves_on_its_calibrations_scale(tiny, tmp_path
     pruned = {}
     for metric in (str(path), by_hand, found):
         model = copy.deepcopy(tiny)
-        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), G)
+        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), {"G": G})
         pruned[metric] = [lin.weight == 0 for lin in models.target_linears(model).values()]
     assert all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[by_hand]))
     assert not all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[found]))  # the scale matters here
