@@ -63,5 +63,8 @@ def test_G_and_F_are_cached_under_model_and_tokens(tmp_path, monkeypatch):
     assert path_F != path and seconds_F == 0.0  # computed with G, in the same pass
     want = gradients.compute(model, calibration, torch.device("cpu"))
     assert all(torch.equal(F[k], want["F"][k]) and torch.equal(first[k], want["G"][k]) for k in F)
+    path_F.unlink()  # a cache from before F existed holds G alone: F is computed, not looked for in G's file
+    again_F, _, seconds_F = gradients.load_or_compute(model, "tiny", calibration, torch.device("cpu"), "F", log=lambda _: None)
+    assert seconds_F > 0 and path_F.is_file() and all(torch.equal(again_F[k], F[k]) for k in F)
     other = gradients.cache_path("tiny", calibration[:, :7], torch.float32)
     assert other != path
