@@ -174,8 +174,8 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--language", dest="search.language", help="search space: pruner-zero (its primitives, the "
                         "default) or evolve (also divrow and divcol, the row and column reductions)")
     search.add_argument("--leaves", dest="search.leaves", type=_words,
-                        help="statistics the trees read, comma list (default W,X,G; D adds SparseGPT's inverse Hessian "
-                        "diagonal, M and V DSnoT's mean and variance of each input channel)")
+                        help="statistics the trees read, comma list (default W,X,G; F adds the Fisher over tokens, D "
+                        "SparseGPT's inverse Hessian diagonal, M and V DSnoT's mean and variance of each input channel)")
     search.add_argument("--group", dest="search.group", help="where an unstructured point's scores compete: row "
                         "(default), column or layer, or a comma list (row,layer) that each individual carries one "
                         "of as a gene; the metric file names it and apply prunes by it")

@@ -78,6 +78,12 @@ class Metric(ScorePruner):
         return f"metric:{self.metric}"
 
     @property
+    def needs_calibration(self) -> bool:
+        """Also for a found metric over W, G and F alone: its leaves' scale follows the calibration's shape
+        (the walker runs no calibration for a method without statistics)."""
+        return super().needs_calibration or bool(self.found_at and self.gradient_leaves)
+
+    @property
     def stats(self) -> tuple[str, ...]:
         return tuple(WALKED_LEAVES[leaf][0] for leaf in sorted(self.tree.leaves()) if leaf in WALKED_LEAVES)
 

@@ -314,6 +314,30 @@ def test_apply_and_compare_spread_sparsity_as_the_metric_file_says_unless_told(t
     assert points == ["60% owl", "60%"]
 
 
+def test_a_found_metric_of_W_and_F_alone_is_applied_at_its_calibrations_scale(tiny_dir, tmp_path, monkeypatch):
+    """A search's best metric may read no X: apply passed it no calibration and it ended in a traceback,
+    since F's scale follows the calibration's shape. Found on 8 x 24 tokens, applied on 2 x 12: F times
+    sqrt(8 x 12 / (2 x 24)), which the same expression written with the factor prunes exactly as."""
+    import torch
+    from safetensors.torch import load_file
+
+    import metrics
+
+    monkeypatch.setenv("EVOLVE_CACHE", str(tmp_path / "cache"))
+    found = tmp_path / "found.json"
+    metrics.save(str(found), metrics.parse("mul(abs(W), add(F, 0.001))"),
+                 fitness={"perplexity": 20.0, "context": {"nsamples": 8, "seqlen": 24}})
+    data = ["--model", tiny_dir, "--nsamples", "2", "--seqlen", "12", "--eval-tokens", "64"]
+    weights = {}
+    for name, metric in (("found", str(found)), ("by hand", "mul(abs(W), add(mul(F, 1.4142135623730951), 0.001))"),
+                         ("unscaled", "mul(abs(W), add(F, 0.001))")):
+        assert main(["apply", metric, *data, "--save", str(tmp_path / name)]) == 0
+        [file] = (tmp_path / name).glob("*.safetensors")
+        weights[name] = {k: v == 0 for k, v in load_file(file).items() if k.endswith("proj.weight")}
+    assert all(torch.equal(weights["found"][k], weights["by hand"][k]) for k in weights["found"])
+    assert not all(torch.equal(weights["found"][k], weights["unscaled"][k]) for k in weights["found"])
+
+
 def test_a_window_longer_than_the_context_is_refused(tiny_dir, tmp_path, capsys):
     """The tiny model's context is 256 tokens: a window of 257 ran on (RoPE extrapolated, OPT's learned
     positions end in an index error); 256 is taken, and only the short text refuses it."""
