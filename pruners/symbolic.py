@@ -20,11 +20,11 @@ def read_metric(text: str) -> metrics.Node:
 
 
 class Metric(ScorePruner):
-    """Prune with a symbolic metric over W, X, G and D, unstructured per output row or N:M.
+    """Prune with a symbolic metric over the language's leaves, unstructured per output row or N:M.
 
     The metric is simplified first (it prunes the same weights, cheaper) and refused when degenerate.
-    G, the per-weight gradient magnitudes, comes from the gradients package as an argument. A metric a search
-    found (its file, or a named one) sees X, D and G on the scale of the calibration it was found with
+    G and F, the leaves from the loss gradients, come from the gradients package as an argument. A metric a
+    search found (its file, or a named one) sees X, D, G and F on the scale of the calibration it was found with
     (stats.rescale), whatever the samples and window length pruning calibrates with now: W^2 X |log X|
     found on windows of 512 tokens, pruning on windows of 256 unscaled, ranked other weights and lost to
     Wanda by 18% where it had beaten it.
