@@ -13,6 +13,7 @@ if not sys.stderr.isatty():
 
 import torch  # noqa: E402
 
+import gradients
 import pruners
 from evolve import config as configuration
 from evolve import results
@@ -255,8 +256,10 @@ def compute_gradients(cfg: configuration.Config) -> None:
     h = host(cfg)
     reset_peak_memory(h.device)
     start = time.perf_counter()
-    G, _ = h.statistic("G"), h.statistic("F")  # the first computes both, the second reads F's file
+    G = h.statistic("G")  # computes F in the same pass, unless G's file was cached before F existed
     windows = h.calibration_of(h.seed, gradients=True)  # (n, seqlen): --grad-calib's own, else calibration's
+    if not gradients.cache_path(h.name, windows, h.dtype, "F").is_file():
+        h.statistic("F")  # computed only where missing: reading it would hold a second model-sized tensor set
     print(f"G and F for {len(G)} linears, {windows.shape[0]} x {windows.shape[1]} tokens: "
           f"{time.perf_counter() - start:.1f} s, peak memory {peak_memory_bytes(h.device) / 2**20:.0f} MB")
 

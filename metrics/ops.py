@@ -2,8 +2,8 @@
 
 Each operator has one torch meaning, one sympy meaning and one line of generated code. Leaves (LEAVES): W
 (out, in) weights, X (1, in) input norms, G (out, in) gradient magnitudes, F (out, in) the empirical Fisher's
-token-level diagonal (gradients package), D (1, in) SparseGPT's inverse Hessian diagonal, M and V (1, in) each input channel's mean and variance (DSnoT's); broadcasting lets the
-per-input leaves meet W. Reductions
+token-level diagonal (gradients package), D (1, in) SparseGPT's inverse Hessian diagonal, M and V (1, in)
+each input channel's mean and variance (DSnoT's); broadcasting lets the per-input leaves meet W. Reductions
 (mms, zsn, the norm in div) run over the whole tensor they receive, except those of divrow and divcol
 (ours, not Pruner-Zero's), which divide by the sum of |y| along each row (over the inputs: (out, 1)) or
 each column (over the outputs: (1, in)), so that RIA's relative importance is a metric of the language.

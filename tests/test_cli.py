@@ -374,6 +374,10 @@ def test_gradients_are_cached_from_the_text_named_and_say_its_windows(tiny_dir, 
     for leaf in ("G", "F"):
         got = load_file(gradients.cache_path(tiny_dir, windows, torch.float32, leaf))
         assert got.keys() == expected[leaf].keys() and all(torch.allclose(got[k], expected[leaf][k]) for k in got)
+    gradients.cache_path(tiny_dir, windows, torch.float32, "F").unlink()  # a cache from before F existed
+    assert main(["gradients", "--model", tiny_dir, "--nsamples", "2", "--seqlen", "16", "--grad-calib", f"text:{text}"]) == 0
+    got = load_file(gradients.cache_path(tiny_dir, windows, torch.float32, "F"))
+    assert all(torch.allclose(got[k], expected["F"][k]) for k in expected["F"])
 
 
 def test_a_log_gets_lines_not_progress_bars(tmp_path):
