@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pruners  # noqa: E402
 from evolve import config  # noqa: E402
-from evolve.scores.perplexity import label  # noqa: E402
 from evolve.workbench import Workbench  # noqa: E402
 from pruners import models  # noqa: E402
+from pruners.data import short_name  # noqa: E402
 from pruners.spec import Sparsity  # noqa: E402
 
 
@@ -206,7 +206,7 @@ def main():
           f"theirs {dense:.3f}")
     first = first_block(model)
     print("| method | pattern | ours | theirs | our sparsity | their sparsity | masks differ | in block 0 "
-          "| weights differ | ours s | theirs s |" + "".join(f" {label(t)} ours / theirs |" for t in args.also_eval))
+          "| weights differ | ours s | theirs s |" + "".join(f" {short_name(t)} ours / theirs |" for t in args.also_eval))
     print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(args.also_eval))
     for method in args.methods:
         for pattern in args.patterns:
@@ -222,7 +222,7 @@ def main():
             ppl = their_perplexity(wanda_eval, model, testenc, device)
             their_sparsity, masks, masks0, rel = compare(ours, weights(model), first)
             other = bench.measure() if args.also_eval else {}  # their model on the other texts, by our perplexity
-            others = "".join(f" | {row.scores[f'perplexity {label(t)}']:.3f} / {other[f'perplexity {label(t)}']:.3f}"
+            others = "".join(f" | {row.scores[f'perplexity {short_name(t)}']:.3f} / {other[f'perplexity {short_name(t)}']:.3f}"
                              for t in args.also_eval)
             print(f"| {method} | {pattern} | {row.scores['perplexity']:.3f} | {ppl:.3f} | {row.sparsity:.4f} | {their_sparsity:.4f} "
                   f"| {masks:.2%} | {masks0:.2%} | {rel:.2e} | {row.prune_seconds:.0f} | {seconds:.0f}{others} |", flush=True)

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pruners  # noqa: E402
 from evolve import config  # noqa: E402
-from evolve.scores.perplexity import label  # noqa: E402
 from evolve.workbench import Workbench  # noqa: E402
 from fidelity import stub_datasets  # noqa: E402
 from pruners import models, walker  # noqa: E402
+from pruners.data import short_name  # noqa: E402
 from pruners.spec import Sparsity  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def main():
     model, device, calibration = bench.host.model, bench.host.device, bench.host.calibration
     model.hf_device_map = {}  # what their code reads off the model
     dense = [outputs for _, outputs in walker.boundaries(model, calibration, device)]
-    texts = ["perplexity"] + [f"perplexity {label(t)}" for t in args.also_eval]
+    texts = ["perplexity"] + [f"perplexity {short_name(t)}" for t in args.also_eval]
     print(f"{args.nsamples} x {args.seqlen} calibration tokens from pydoc, {bench.host.windows.numel()} evaluation tokens", flush=True)
     dense_scores = bench.measure()
     print("dense: " + ", ".join(f"{t} {dense_scores[t]:.3f}" for t in texts))

@@ -41,7 +41,7 @@ def main():
         "search.patterns": ["unstructured"] * any(":" not in p for p in points) + [p for p in points if ":" in p],
     })
     evaluator = FitnessEvaluator(fitness_setup(cfg), log=print)
-    windows = evaluator.windows["fitness"]  # (n, seqlen)
+    windows = evaluator.windows[evaluator.setup.eval, "fitness"]  # (n, seqlen)
     per_slice = args.slice_tokens // windows.shape[1]
     print(f"{len(windows)} windows of {windows.shape[1]} tokens, slices of {per_slice} windows")
     for spec, label in zip(evaluator.specs, evaluator.setup.points):

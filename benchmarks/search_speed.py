@@ -29,7 +29,7 @@ def config(fitness_tokens: int, **search) -> configuration.Config:
 def cost_ratio(fitness_tokens: int) -> None:
     evaluator = FitnessEvaluator(fitness_setup(config(fitness_tokens)))
     start = time.perf_counter()
-    windows = evaluator.windows["fitness"]  # (n, seqlen)
+    windows = evaluator.windows[evaluator.setup.eval, "fitness"]  # (n, seqlen)
     perplexity(evaluator.host.model, windows, evaluator.device)
     dense = time.perf_counter() - start
     per = []

@@ -22,7 +22,7 @@ from evolve.store import DATABASE
 from evolve.workbench import Row, Workbench, check_folder, columns, host, row_point, say, table, table_header, table_row
 from metrics import MetricError
 from metrics.named import NAMED
-from pruners import base
+from pruners import base, data
 from pruners.device import peak_memory_bytes, reset_peak_memory, resolve_device
 from pruners.errors import InputError
 from pruners.reconstruct import Reconstruction
@@ -186,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
                         help="N:M points: reorder each linear's input channels before its groups form")
     search.add_argument("--update", dest="search.update", help="after each candidate's mask: none (default), lr (the "
                         "kept weights refitted by least squares) or obs (SparseGPT's sweep, cheaper)")
+    search.add_argument("--fitness-texts", dest="search.texts", type=_words,
+                        help="more texts every point is scored on, comma list (e.g. text:data/self.jsonl, the model's "
+                        "own writing from generate-data): fitness and validation tokens from each")
     search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,
                         help="more calibration draws, comma list of seeds: every point scored once per draw")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,
@@ -360,6 +363,8 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
     if cfg.search.serial or not cfg.search.ray_address:  # the device and texts too, unless they are a cluster's
         resolve_device(cfg.model.device)  # Ray would wait for ever for a GPU this machine has not got
         read_data(cfg.model.name, cfg.data.calib, cfg.data.eval, None, 0, cfg.data.grad_calib)
+        for text in cfg.search.texts:
+            data.readable(text)
 
     run_dir = Path(resume or out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}")
     check_folder(run_dir, None if resume else f"continue it with --resume {run_dir}")

@@ -108,6 +108,10 @@ class SearchConfig(Section):
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
     # so that no metric wins by one draw of calibration text; each draw multiplies the cost of a candidate
     calib_seeds: list[int] = []
+    # more texts every point is scored on (text:PATH, pydoc, wikitext2, c4), each cut into fitness and validation
+    # tokens as data.eval is; the fitness is the geometric mean over texts and points, so that a metric fitted to
+    # one domain loses on another (each text multiplies the evaluation cost of a candidate, not its pruning)
+    texts: list[str] = []
     # the N:M points' masks chosen after each linear's input channels are reordered (RIA's channel permutation)
     permute: bool = False
     # an update in the fitness, after the candidate's mask: each linear's kept weights refitted on its dense

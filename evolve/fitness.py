@@ -2,7 +2,8 @@
 
 Two disjoint slices of the evaluation split: the fitness tokens, which the search optimises, and the
 validation tokens after them, on which the best metrics are scored again (a metric fitted to its fitness
-tokens loses there). A FitnessEvaluator keeps a host (the model on the device, its dense state, both slices' windows) and the
+tokens loses there). Other texts (`texts`, e.g. the model's own writing) are cut the same way and scored
+at every point too, so that a metric fitted to the evaluation text's domain loses on theirs. A FitnessEvaluator keeps a host (the model on the device, its dense state, both slices' windows) and the
 statistics W, X and G of the dense model. Per candidate it scores every target linear,
 masks the lowest scores, measures perplexity and puts the dense weights back: little more than one
 forward pass over the fitness tokens."""
@@ -18,7 +19,7 @@ import pruners
 from evolve.host import Host
 from evolve.perplexity import window_nll
 from evolve.store import WORST
-from pruners import base, masks, models
+from pruners import base, data, masks, models
 from pruners.allocation import owl_of_scores
 from pruners.reconstruct import LAYERWISE, Reconstruction
 from pruners.device import synchronize
@@ -60,12 +61,19 @@ class FitnessSetup:
     permute: bool = False  # N:M points: each linear's inputs reordered before its groups form
     update: str = "none"  # after the mask, each linear's kept weights refitted: "lr" or "obs" (pruners.reconstruct)
     grad_calib: str | None = None  # the text G comes from; None: the calibration text
+    # more texts every point is scored on, each cut as the evaluation text is (its fitness tokens, then its
+    # validation tokens), so that a metric fitted to one domain's text loses on another's
+    texts: tuple[str, ...] = ()
 
     def specs(self) -> list[Sparsity]:
         if not self.points:
             raise InputError("a search needs a sparsity point: --pattern and --sparsity name none")
         if twice := sorted({p for p in self.points if self.points.count(p) > 1}):
             raise InputError(f"sparsity point {twice[0]} is named twice in --sparsity or --pattern")
+        for text in self.texts:
+            if text == self.eval or [data.short_name(t) for t in (self.eval, *self.texts)].count(data.short_name(text)) > 1:
+                raise InputError(f"fitness text {text} is named twice in --fitness-texts and --eval, or shares its "
+                                 "short name with another: each names a text of its own")
         if self.permute and not any(":" in p for p in self.points):
             raise InputError("--permute reorders input channels for the N:M points: add one to --pattern, e.g. 2:4")
         if all(":" in p for p in self.points):  # the metric file would name a choice no fitness point made
@@ -94,7 +102,7 @@ class FitnessSetup:
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
         for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ()), ("permute", False),
-                                 ("update", "none"), ("grad_calib", None)):
+                                 ("update", "none"), ("grad_calib", None), ("texts", ())):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
@@ -122,19 +130,24 @@ class FitnessEvaluator:
                          s.fitness_tokens + s.validation_tokens, s.batch_size, grad_calib=s.grad_calib, on_device=True, log=log)
         self.device, self.specs = self.host.device, setup.specs()
         first = s.fitness_tokens // self.host.seqlen
-        self.windows = {"fitness": self.host.windows[:first], "validation": self.host.windows[first:]}  # (n, seqlen) each
-        for split, tokens in (("fitness", s.fitness_tokens), ("validation", s.validation_tokens)):
-            if tokens and not len(self.windows[split]):
-                raise InputError(f"{split} needs at least one window of {self.host.seqlen} tokens; {tokens} {split} tokens "
-                                 f"asked for, {self.host.windows.numel()} evaluation tokens cut in all")
+        self.windows: dict[tuple[str, str], torch.Tensor] = {}  # (text, split) -> (n, seqlen)
+        for text in (s.eval, *s.texts):
+            cut = self.host.windows if text == s.eval else self.host.windows_of(text)
+            self.windows[text, "fitness"], self.windows[text, "validation"] = cut[:first], cut[first:]
+            for split, tokens in (("fitness", s.fitness_tokens), ("validation", s.validation_tokens)):
+                if tokens and not len(self.windows[text, split]):
+                    raise InputError(f"{split} needs at least one window of {self.host.seqlen} tokens; {tokens} {split} "
+                                     f"tokens asked for, {cut.numel()} evaluation tokens of {text} cut in all")
         for spec in self.specs:
             base.check_groups(self.host.model, spec)
         self.targets = models.target_linears(self.host.model)
         self.W = {n: self.host.dense_weight(n) for n in self.targets}  # dense (out, in), on the device
         self.seeds = (s.seed, *s.calib_seeds)
-        # (calibration seed, point, label): every point once per draw; a later draw's labels name their seed
-        self.runs = [(seed, spec, label if seed == s.seed else f"{label} seed {seed}")
-                     for seed in self.seeds for spec, label in zip(self.specs, s.points)]
+        # (calibration seed, text, point, label): every point once per draw and text, a pruning read on each
+        # text in turn; a later draw's labels name their seed, another text's its short name ("2:4 self32")
+        self.runs = [(seed, text, spec, label + (f" {data.short_name(text)}" if text != s.eval else "")
+                      + (f" seed {seed}" if seed != s.seed else ""))
+                     for seed in self.seeds for spec, label in zip(self.specs, s.points) for text in (s.eval, *s.texts)]
         self._leaves: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self._block_sparsities: dict[tuple[Sparsity, int], list[float]] = {}
         for seed in self.seeds:
@@ -193,11 +206,11 @@ class FitnessEvaluator:
                 lin.weight.data.copy_(self.W[name]).masked_fill_(drop, 0)
 
     @torch.no_grad()
-    def perplexity(self, threshold: float | None, split: str = "fitness") -> tuple[float, bool]:
-        """(perplexity, stopped early) on a split's windows: stops after the first windows when already above
-        `threshold`."""
+    def perplexity(self, threshold: float | None, split: str = "fitness", text: str | None = None) -> tuple[float, bool]:
+        """(perplexity, stopped early) on a split's windows of a text (None: the evaluation text): stops after
+        the first windows when already above `threshold`."""
         total, predicted = 0.0, 0
-        windows = self.windows[split]
+        windows = self.windows[text or self.setup.eval, split]
         for i, window in enumerate(windows):
             total += window_nll(self.host.model, window.unsqueeze(0).to(self.device)).item()
             predicted += window.numel() - 1
@@ -214,12 +227,14 @@ class FitnessEvaluator:
         raises for a bad candidate. `thresholds`: per point, the perplexity above which its first
         windows stop the candidate (points differ several-fold, 2:4 against 50%, so one bound cannot serve all)."""
         start = time.perf_counter()
-        points, status, error = {}, "ok", ""
+        points, status, error, pruned = {}, "ok", "", None
         try:
             tree = metrics.parse(expression)
-            for seed, spec, label in self.runs:
-                self.prune(tree, spec, seed, choice)
-                ppl, stopped = self.perplexity((thresholds or {}).get(label), split)
+            for seed, text, spec, label in self.runs:
+                if (seed, spec) != pruned:  # the next text reads the same pruned model
+                    self.prune(tree, spec, seed, choice)
+                    pruned = seed, spec
+                ppl, stopped = self.perplexity((thresholds or {}).get(label), split, text)
                 points[label] = ppl
                 if stopped:
                     status = "early"

@@ -109,7 +109,7 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
         seqlen=d.seqlen, seed=d.seed, batch_size=d.batch_size, points=tuple(points),
         fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
         validation_tokens=s.validation_tokens, leaves=tuple(s.leaves), group=s.group,
-        allocation=s.allocation, permute=s.permute, update=s.update, grad_calib=d.grad_calib,
+        allocation=s.allocation, permute=s.permute, update=s.update, grad_calib=d.grad_calib, texts=tuple(s.texts),
         calib_seeds=tuple(seed for seed in dict.fromkeys(s.calib_seeds) if seed != d.seed),  # each draw once
     )
 

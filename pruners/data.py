@@ -80,6 +80,11 @@ def check_source(source: str) -> None:
     raise InputError(f"unknown text source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
+def short_name(source: str) -> str:
+    """A source's short name for a column or a label: 'text:/data/legal.txt' -> 'legal', 'wikitext2' -> 'wikitext2'."""
+    return Path(source[5:]).stem if source.startswith("text:") else source
+
+
 def readable(source: str) -> None:
     """Read `source` once, so that a missing file, a folder without text or a hub dataset out of reach is
     refused before any model loads, not after the pruning that its measurement follows."""

@@ -41,6 +41,8 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["search", "--pattern", "2:4", "--group", "column", *SEARCH_SMALL], "--group column is for the unstructured points"),
         (["search", "--pattern", "2:4", "--allocation", "uniform,owl", *SEARCH_SMALL], "--allocation uniform,owl is for the unstructured points"),
         (["search", "--eval-tokens", "64", *SEARCH_SMALL], "unrecognized arguments: --eval-tokens 64"),
+        (["search", "--fitness-texts", "pydoc", *SEARCH_SMALL], "fitness text pydoc is named twice in --fitness-texts and --eval"),
+        (["search", "--fitness-texts", "text:/no/such/file.txt", *SEARCH_SMALL], "no text file or folder at /no/such/file.txt"),
         (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve baseline --help)"),
         (["generate-data", "--out", "/", "--force", "--nsamples", "1", "--seqlen", "8"], "/ is a folder; --out names the JSONL file to write"),
         (["generate-data", "--out", "/dev/null/x.jsonl", "--eval-tokens", "64"], "unrecognized arguments: --eval-tokens 64 (see evolve generate-data --help)"),

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import metrics
 import pruners
 from evolve.fitness import Choice, FitnessEvaluator, FitnessSetup
 from evolve.perplexity import perplexity
@@ -191,6 +192,34 @@ def test_calibration_seeds_score_every_point_once_per_draw(evaluator):
     assert both.setup.context()["calib_seeds"] == (1,) and "calib_seeds" not in evaluator.setup.context()
 
 
+def test_another_text_scores_every_point_on_its_own_fitness_and_validation_windows(evaluator, tmp_path):
+    """--fitness-texts: each point's pruning is scored on the evaluation text and on the other, whose fitness
+    and validation windows are that text's first and next ones (as an evaluator reading it alone cuts them),
+    and the fitness is the geometric mean of all four; the store keeps such a search apart."""
+    legal = tmp_path / "legal.txt"
+    legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact, the {i * 7} copies." for i in range(300)))
+    text = f"text:{legal}"
+    both = FitnessEvaluator(dataclasses.replace(evaluator.setup, texts=(text,), validation_tokens=64))
+    alone = FitnessEvaluator(dataclasses.replace(evaluator.setup, calib="pydoc", eval=text, validation_tokens=64))
+    ours = FitnessEvaluator(dataclasses.replace(evaluator.setup, validation_tokens=64))
+    tree = metrics.parse("mul(abs(W), X)")
+    for split in ("fitness", "validation"):
+        windows = alone.windows[text, split]
+        assert torch.equal(both.windows[text, split], windows) and len(windows) == (4 if split == "fitness" else 2)
+        other = {}
+        for spec, label in zip(ours.specs, ours.setup.points):  # the same pruning, read on the other text
+            ours.prune(tree, spec)
+            other[f"{label} legal"] = perplexity(ours.host.model, windows, torch.device("cpu"))
+            ours.host.restore()
+        first = eval(ours.evaluate(str(tree), split=split)["points"])
+        result = both.evaluate(str(tree), split=split)
+        assert eval(result["points"]) == pytest.approx({**first, **other}, rel=1e-6)
+        assert result["fitness"] == pytest.approx(math.prod([*first.values(), *other.values()]) ** 0.25, rel=1e-6)
+        assert list(first.values()) != pytest.approx(list(other.values()), rel=1e-4)  # the texts differ
+    assert not torch.equal(both.windows[text, "fitness"][:2], both.windows[text, "validation"])
+    assert both.setup.context()["texts"] == (text,) and "texts" not in evaluator.setup.context()
+
+
 def test_G_from_another_text_scores_a_gradient_metric_with_that_texts_gradients(evaluator, tmp_path):
     """--grad-calib: the search's G leaf comes from the named text, the fitness follows it, and the store keeps
     such a search apart from one whose G came from the calibration text."""
@@ -236,7 +265,7 @@ def test_an_update_refits_each_kept_weight_on_the_dense_hessian_and_is_scored_af
         drop = masks.mask(W.abs() * updating.leaf("X")[name], spec)
         lin.weight.data = refit(W, drop, sums[name] * 2 / len(host.calibration))
         assert (lin.weight[drop] == 0).all() and not torch.equal(lin.weight, W.masked_fill(drop, 0))
-    expected = perplexity(model, updating.windows["fitness"], torch.device("cpu"), batch_size=4)
+    expected = perplexity(model, updating.windows[updating.setup.eval, "fitness"], torch.device("cpu"), batch_size=4)
     assert updating.evaluate("mul(abs(W), X)")["fitness"] == pytest.approx(expected, rel=1e-5)
     plain = eval(evaluator.evaluate("mul(abs(W), X)")["points"])["0.5"]
     assert expected != pytest.approx(plain, rel=1e-4)  # the update changed what is scored (a random model: by 3e-4)

@@ -1,15 +1,9 @@
-from pathlib import PurePath
 from typing import ClassVar
 
 from evolve.perplexity import perplexity
 from evolve.scores import Score
 from pruners import data
 from pruners.errors import InputError
-
-
-def label(source: str) -> str:
-    """A source's short name for a column: 'text:/data/legal.txt' -> 'legal', 'wikitext2' -> 'wikitext2'."""
-    return PurePath(source[5:]).stem if source.startswith("text:") else source
 
 
 class Perplexity(Score):
@@ -27,7 +21,7 @@ class Perplexity(Score):
     texts: list[str] = []  # pydoc, text:PATH, wikitext2, c4
 
     def check(self) -> None:
-        labels = [label(source) for source in self.texts]
+        labels = [data.short_name(source) for source in self.texts]
         if len(set(labels)) < len(labels):
             raise InputError(f"perplexity texts need distinct names, got {', '.join(labels)}")
         for source in self.texts:
@@ -41,7 +35,7 @@ class Perplexity(Score):
         host.place()
         values = {"perplexity": perplexity(host.model, host.windows, host.device)}
         for source in self.texts:
-            values[f"perplexity {label(source)}"] = perplexity(host.model, host.windows_of(source), host.device)
+            values[f"perplexity {data.short_name(source)}"] = perplexity(host.model, host.windows_of(source), host.device)
         return values
 
     def lower_is_better(self, column: str) -> bool:
