@@ -24,7 +24,8 @@ def _mms(x):
 
 
 def _zsn(x):
-    return (x - x.mean()) / x.std()
+    # one value (a per-layer constant): 0 / 0 = NaN, as the unbiased std gives, without its warning on the terminal
+    return (x - x.mean()) / x.std(correction=min(1, x.numel() - 1))
 
 
 def _rowsum(y):  # (out, in) -> (out, 1); X (1, in) -> (1, 1)
