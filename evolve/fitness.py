@@ -3,10 +3,12 @@
 Two disjoint slices of the evaluation split: the fitness tokens, which the search optimises, and the
 validation tokens after them, on which the best metrics are scored again (a metric fitted to its fitness
 tokens loses there). Other texts (`texts`, e.g. the model's own writing) are cut the same way and scored
-at every point too, so that a metric fitted to the evaluation text's domain loses on theirs. A FitnessEvaluator keeps a host (the model on the device, its dense state, both slices' windows) and the
-statistics W, X and G of the dense model. Per candidate it scores every target linear,
-masks the lowest scores, measures perplexity and puts the dense weights back: little more than one
-forward pass over the fitness tokens."""
+at every point too, so that a metric fitted to the evaluation text's domain loses on theirs.
+
+A FitnessEvaluator keeps a host (the model on the device, its dense state, every text's windows) and the
+leaves' statistics of the dense model. Per candidate it scores every target linear, masks the lowest
+scores, measures perplexity and puts the dense weights back: little more than one forward pass over the
+fitness tokens."""
 import json
 import math
 import time
