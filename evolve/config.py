@@ -112,6 +112,11 @@ class SearchConfig(Section):
     # tokens as data.eval is; the fitness is the geometric mean over texts and points, so that a metric fitted to
     # one domain loses on another (each text multiplies the evaluation cost of a candidate, not its pruning)
     texts: list[str] = []
+    # a metric (named or written out) the fitness is measured against: the worst point's perplexity ratio to
+    # its perplexity (each point's ratios over texts and calibration draws by geometric mean), so that a
+    # candidate must beat it at every point, not win one point by enough to hide a loss at another;
+    # "": the geometric mean of all the perplexities
+    against: str = ""
     # the N:M points' masks chosen after each linear's input channels are reordered (RIA's channel permutation)
     permute: bool = False
     # an update in the fitness, after the candidate's mask: each linear's kept weights refitted on its dense

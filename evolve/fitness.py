@@ -66,6 +66,10 @@ class FitnessSetup:
     # more texts every point is scored on, each cut as the evaluation text is (its fitness tokens, then its
     # validation tokens), so that a metric fitted to one domain's text loses on another's
     texts: tuple[str, ...] = ()
+    # a metric's expression whose perplexities the fitness divides by: the fitness is then the worst point's
+    # ratio to it (each point's ratios over texts and calibration draws by geometric mean), so that a candidate
+    # must beat it at every point; "": the geometric mean of all the perplexities
+    against: str = ""
 
     def specs(self) -> list[Sparsity]:
         if not self.points:
@@ -86,6 +90,11 @@ class FitnessSetup:
         return [Sparsity.parse(p, permute=self.permute) if ":" in p else
                 Sparsity.parse("unstructured", float(p), first.group, allocation=first.allocation) for p in self.points]
 
+    @property
+    def unit(self) -> str:
+        """What a fitness value is, for the plots and best_metric.json."""
+        return f"worst ratio to {self.against}" if self.against else "perplexity"
+
     def options(self) -> dict[str, list[str]]:
         """The values a candidate's Choice may take, by field; a field with several is a gene."""
         return {"group": self.group.split(","), "allocation": self.allocation.split(",")}
@@ -104,7 +113,7 @@ class FitnessSetup:
         for k in ("device", "batch_size", "early_windows", "validation_tokens", "leaves"):
             keep.pop(k)
         for option, default in (("group", "row"), ("allocation", "uniform"), ("calib_seeds", ()), ("permute", False),
-                                 ("update", "none"), ("grad_calib", None), ("texts", ())):
+                                 ("update", "none"), ("grad_calib", None), ("texts", ()), ("against", "")):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
         return {**keep, "semantics": metrics.SEMANTICS}
@@ -157,6 +166,18 @@ class FitnessEvaluator:
                 self.leaf(leaf, seed)
             if s.update != "none" and not s.recalibrate:
                 self.host.statistic("H", seed)
+        # split -> label -> the `against` metric's perplexity, the denominators of a ratio fitness
+        self.reference: dict[str, dict[str, float]] = {}
+        if s.against:
+            for split in ("fitness", "validation") if s.validation_tokens else ("fitness",):
+                try:
+                    points, _ = self.points(metrics.parse(s.against), None, split, None)
+                    if not all(map(math.isfinite, points.values())):
+                        raise FloatingPointError("a perplexity is not finite")
+                except FloatingPointError as error:
+                    raise InputError(f"--fitness-against {s.against}: {error}") from None
+                self.reference[split] = points
+                log(f"reference {s.against} on the {split} tokens: " + ", ".join(f"{k} {v:.2f}" for k, v in points.items()))
 
     def leaf(self, name: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """A leaf's statistic of every target from one calibration draw (None: `seed`'s), where scoring runs:
@@ -229,28 +250,17 @@ class FitnessEvaluator:
         raises for a bad candidate. `thresholds`: per point, the perplexity above which its first
         windows stop the candidate (points differ several-fold, 2:4 against 50%, so one bound cannot serve all)."""
         start = time.perf_counter()
-        points, status, error, pruned = {}, "ok", "", None
+        points, status, error = {}, "ok", ""
         try:
-            tree = metrics.parse(expression)
-            for seed, text, spec, label in self.runs:
-                if (seed, spec) != pruned:  # the next text reads the same pruned model
-                    self.prune(tree, spec, seed, choice)
-                    pruned = seed, spec
-                ppl, stopped = self.perplexity((thresholds or {}).get(label), split, text)
-                points[label] = ppl
-                if stopped:
-                    status = "early"
-                    break
-            fitness = max(points.values()) if status == "early" else geometric_mean(points.values())
+            points, stopped = self.points(metrics.parse(expression), thresholds, split, choice)
+            status = "early" if stopped else "ok"
+            fitness = self.combine(points, split, stopped)
             if not math.isfinite(fitness):
                 status, error, fitness = "nan", "perplexity is not finite", WORST
         except FloatingPointError as e:
             status, error, fitness = "nan", str(e), WORST
         except Exception as e:  # a bad candidate must never stop the search
             status, error, fitness = "error", f"{type(e).__name__}: {e}".splitlines()[0], WORST
-        finally:
-            self.host.restore()
-            synchronize(self.device)
         return {
             "fitness": fitness,
             "status": status,
@@ -258,3 +268,31 @@ class FitnessEvaluator:
             "points": json.dumps(points),
             "seconds": time.perf_counter() - start,
         }
+
+    def points(self, tree: metrics.Node, thresholds: dict[str, float] | None, split: str,
+               choice: Choice | None) -> tuple[dict[str, float], bool]:
+        """({label: perplexity}, stopped early): every run's pruning read on the split's windows, in order,
+        until a point's first windows pass its threshold; the model is dense again after."""
+        points, pruned = {}, None
+        try:
+            for seed, text, spec, label in self.runs:
+                if (seed, spec) != pruned:  # the next text reads the same pruned model
+                    self.prune(tree, spec, seed, choice)
+                    pruned = seed, spec
+                points[label], stopped = self.perplexity((thresholds or {}).get(label), split, text)
+                if stopped:
+                    return points, True
+            return points, False
+        finally:
+            self.host.restore()
+            synchronize(self.device)
+
+    def combine(self, points: dict[str, float], split: str, stopped: bool) -> float:
+        """The fitness of a candidate's points: the geometric mean of their perplexities or, `against` a
+        reference, the worst point's ratio to it; a candidate stopped early gets the worst value it reached."""
+        if self.setup.against:
+            points = {label: ppl / self.reference[split][label] for label, ppl in points.items()}
+            if not stopped:
+                return max(geometric_mean(points[label] for _, _, run, label in self.runs if run == spec)
+                           for spec in self.specs)
+        return max(points.values()) if stopped else geometric_mean(points.values())

@@ -71,15 +71,15 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
     _csv(run_dir / "pareto.csv", front, (*COLUMNS, "score"))
     if fame:
         chosen = best(seen)
-        scores = {"perplexity": chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
+        scores = {setup.unit: chosen["fitness"], **({"validation": chosen["validation"]} if "validation" in chosen else {})}
         metrics.save(
             str(run_dir / "best_metric.json"), metrics.parse(chosen["expression"]), **asdict(setup.choice_in(chosen)),
             fitness={**scores, "generation": chosen["generation"], "context": asdict(setup)},
         )
-    plot(run_dir, logbook, front)
+    plot(run_dir, logbook, front, setup.unit)
 
 
-def plot(run_dir: Path, logbook: list[dict], front: list[dict]) -> None:
+def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,10 +96,10 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict]) -> None:
             if i == 0 or best[i] < best[shown] * 0.999:
                 best_ax.annotate(f"{best[i]:.3f}", (gens[i], best[i]), textcoords="offset points", xytext=(2, 4), fontsize=7)
                 shown = i
-        best_ax.set(xlabel="generation", ylabel="fitness (perplexity)", title="best individual")
+        best_ax.set(xlabel="generation", ylabel=f"fitness ({unit})", title="best individual")
         medians = [r["median"] for r in logbook]
         median_ax.plot(gens, [m if math.isfinite(m) else float("nan") for m in medians], marker=".", color="tab:orange")
-        median_ax.set(xlabel="generation", ylabel="fitness (perplexity)", yscale="log", title="population median")
+        median_ax.set(xlabel="generation", ylabel=f"fitness ({unit})", yscale="log", title="population median")
         fig.tight_layout()
         fig.savefig(run_dir / "fitness.png", dpi=100)
         plt.close(fig)
@@ -113,7 +113,7 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict]) -> None:
         ax.step([e["complexity"] for e in front], [e["fitness"] for e in front], where="post", marker="o")
         for i, e in enumerate(front, 1):
             ax.annotate(str(i), (e["complexity"], e["fitness"]), textcoords="offset points", xytext=(3, 3), fontsize=8)
-        ax.set(xlabel="complexity (nodes)", ylabel="perplexity", yscale="log", title="Pareto front")
+        ax.set(xlabel="complexity (nodes)", ylabel=unit, yscale="log", title="Pareto front")
         fig.text(0.02, 0.02, "\n".join(line if len(line) <= 110 else line[:107] + "..." for line in lines),
                  fontsize=7, family="monospace", va="bottom")
         fig.savefig(run_dir / "pareto.png", dpi=100)

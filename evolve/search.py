@@ -99,6 +99,16 @@ def inspect(expression: str, rows_only: bool = False) -> tuple[str, bool]:
         return key, True
 
 
+def against_expression(text: str) -> str:
+    """The expression of the fitness's reference metric, named or written out ("" stays ""); InputError if none."""
+    if not text:
+        return ""
+    try:
+        return str(NAMED[text].tree if text in NAMED else metrics.parse(text))
+    except metrics.MetricError as error:
+        raise InputError(f"--fitness-against {text!r}: {error}") from None
+
+
 def fitness_setup(cfg: Config) -> FitnessSetup:
     s, d, m = cfg.search, cfg.data, cfg.model
     points = []
@@ -110,6 +120,7 @@ def fitness_setup(cfg: Config) -> FitnessSetup:
         fitness_tokens=s.fitness_tokens, early_windows=s.early_windows, recalibrate=s.recalibrate,
         validation_tokens=s.validation_tokens, leaves=tuple(s.leaves), group=s.group,
         allocation=s.allocation, permute=s.permute, update=s.update, grad_calib=d.grad_calib, texts=tuple(s.texts),
+        against=against_expression(s.against),
         calib_seeds=tuple(seed for seed in dict.fromkeys(s.calib_seeds) if seed != d.seed),  # each draw once
     )
 

@@ -43,6 +43,7 @@ SEARCH_SMALL = ["--serial", "--generations", "0", "--population", "2", *SMALL[:4
         (["search", "--eval-tokens", "64", *SEARCH_SMALL], "unrecognized arguments: --eval-tokens 64"),
         (["search", "--fitness-texts", "pydoc", *SEARCH_SMALL], "fitness text pydoc is named twice in --fitness-texts and --eval"),
         (["search", "--fitness-texts", "text:/no/such/file.txt", *SEARCH_SMALL], "no text file or folder at /no/such/file.txt"),
+        (["search", "--fitness-against", "mul(W, Y)", *SEARCH_SMALL], "--fitness-against 'mul(W, Y)': unknown operator or leaf 'Y'"),
         (["baseline", "wanda"], "unrecognized arguments: wanda (see evolve baseline --help)"),
         (["generate-data", "--out", "/", "--force", "--nsamples", "1", "--seqlen", "8"], "/ is a folder; --out names the JSONL file to write"),
         (["generate-data", "--out", "/dev/null/x.jsonl", "--eval-tokens", "64"], "unrecognized arguments: --eval-tokens 64 (see evolve generate-data --help)"),
