@@ -391,7 +391,7 @@ def search(cfg: configuration.Config, out: str | None = None, resume: str | None
                 run_dir.mkdir()  # the empty folder the user gave
         raise
     if best:
-        print(f"best: {best['expression']}  perplexity {best['fitness']:.3f}  -> {run_dir / 'best_metric.json'}")
+        print(f"best: {best['expression']}  {engine.setup.unit} {best['fitness']:.4f}  -> {run_dir / 'best_metric.json'}")
 
 
 def show(cfg: configuration.Config, run: str) -> None:

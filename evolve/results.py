@@ -94,7 +94,7 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> No
         shown = 0
         for i in range(len(best)):  # each step of more than 0.1% (not float noise among rank-equal metrics)
             if i == 0 or best[i] < best[shown] * 0.999:
-                best_ax.annotate(f"{best[i]:.3f}", (gens[i], best[i]), textcoords="offset points", xytext=(2, 4), fontsize=7)
+                best_ax.annotate(f"{best[i]:.4g}", (gens[i], best[i]), textcoords="offset points", xytext=(2, 4), fontsize=7)
                 shown = i
         best_ax.set(xlabel="generation", ylabel=f"fitness ({unit})", title="best individual")
         medians = [r["median"] for r in logbook]
@@ -105,7 +105,7 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> No
         plt.close(fig)
     if front:
         # numbered points, the expressions listed beneath: long ones written beside their points overlap
-        lines = [f"{i}. {e['fitness']:.3f}  {e['expression']}" for i, e in enumerate(front, 1)]
+        lines = [f"{i}. {e['fitness']:.4g}  {e['expression']}" for i, e in enumerate(front, 1)]
         listing = 0.13 * len(lines) + 0.15  # inches of text beneath the axes
         height = listing + 0.65 + 3.0 + 0.4  # the listing, the x label, the axes, the title
         fig = plt.figure(figsize=(8, height))

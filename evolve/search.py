@@ -299,7 +299,7 @@ class Search:
             self.workers().map([(key, *job) for key, job in jobs.items()], None, on_result, split="validation")
             progress.close()
         best = results.best(self.seen)
-        self.log(f"validation: best {best['validation']:.3f} (fitness {best['fitness']:.3f})  {best['expression']}")
+        self.log(f"validation: best {best['validation']:.4f} (fitness {best['fitness']:.4f})  {best['expression']}")
         results.write(self.dir, self.logbook, self.seen, self.cfg, self.setup)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ class Search:
         }
         self.logbook.append(row)
         self.log(
-            f"gen {self.generation:3d}  best {row['best']:.3f}  median {row['median']:.3f}  evaluated {counts['evaluations']}"
+            f"gen {self.generation:3d}  best {row['best']:.4f}  median {row['median']:.4f}  evaluated {counts['evaluations']}"
             f"  cached {counts['cache_hits']}  rejected {counts['rejected']}  {seconds:.0f}s  {row['best_expression']}"
         )
         results.write(self.dir, self.logbook, self.seen, self.cfg, self.setup)
