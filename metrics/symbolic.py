@@ -50,8 +50,10 @@ def rank_form(tree: Node, rows_only: bool = False) -> sympy.Expr:
     constant, rest = expr.as_coeff_Add()
     if rest != 0:
         expr = rest
-    factor, rest = expr.as_coeff_Mul()
-    if factor.is_number and factor > 0 and rest != 1:
+    # any positive number, not just a rational: an evolved 3.1623 is sqrt(10) to sympy, which as_coeff_Mul
+    # leaves in the product (a search evaluated sqrt(10) W^2 X |log X| beside W^2 X |log X|)
+    factor, rest = expr.as_independent(*expr.free_symbols, as_Add=False)
+    if factor.is_positive and rest != 1:
         expr = rest
     if isinstance(expr, sympy.Mul):
         kept = [f for f in expr.args if not _invisible_scale(f, rows_only)]

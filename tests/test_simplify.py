@@ -130,6 +130,21 @@ def test_a_number_common_to_a_sum_is_a_factor_of_the_score():
     assert metrics.canonical_key(parse("mul(mul(sqr(W), X), add(mul(G, 3), X))")) != metrics.canonical_key(parse(same[0]))
 
 
+def test_an_irrational_factor_leaves_the_key():
+    """An evolved constant such as 3.1623 is sqrt(10) to sympy, a factor as_coeff_Mul does not take out: the
+    key drops any positive number multiplying the score (a search evaluated 3.1623 W^2 X |log X| beside
+    W^2 X |log X|, with one fitness); a negative one reverses the ranking and keeps its own."""
+    same = ["mul(mul(sqr(W), X), abs(log(X)))", "mul(mul(X, mul(sqr(W), 3.162277660168379)), abs(log(X)))",
+            "mul(mul(sqr(W), mul(X, 0.31622776601683794)), abs(log(X)))"]
+    assert len({metrics.canonical_key(parse(e)) for e in same}) == 1
+    stats = probe(rows=32, cols=64, seed=13)
+    scores = [compile_metric(parse(e))(**stats) for e in same]
+    for spec in [Sparsity.parse("unstructured", 0.5, g) for g in ("row", "column", "layer")] + [Sparsity.parse("2:4")]:
+        assert all(torch.equal(masks.mask(scores[0], spec), masks.mask(s, spec)) for s in scores[1:]), spec
+    assert metrics.canonical_key(parse("mul(mul(sqr(W), X), mul(abs(log(X)), -3.162277660168379))")) != \
+        metrics.canonical_key(parse(same[0]))
+
+
 def test_a_power_of_a_nonnegative_score_shares_its_key():
     """W^2 X^2 is (|W| X)^2 and W^4 X^3 log(X)^2 is (W^2 X^1.5 |log X|)^2: a nonnegative score and its powers
     prune alike in every group, so they share a key (the searches spent evaluations on such copies); a
