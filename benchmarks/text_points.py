@@ -26,9 +26,12 @@ def main():
     parser.add_argument("--metrics", type=lambda t: t.split(";"), default=METRICS, help="';' list, named or written; "
                         "the first is the ratios' denominator")
     parser.add_argument("--config", default="configs/search-smollm2.yaml", help="model, calibration and points, as make run's")
+    parser.add_argument("--recalibrate", action="store_true", help="X gathered block by block on the pruned path, as "
+                        "evolve apply and compare prune, instead of once from the dense model")
     args = parser.parse_args()
     cfg = configuration.load(args.config, {"data.eval": args.text, "search.fitness_tokens": args.tokens,
-                                           "search.validation_tokens": 0, "search.texts": []})
+                                           "search.validation_tokens": 0, "search.texts": [],
+                                           "search.recalibrate": args.recalibrate})
     evaluator = FitnessEvaluator(fitness_setup(cfg), log=print)
     points = evaluator.setup.points
     print("| metric | fitness | " + " | ".join(points) + " |")
