@@ -15,12 +15,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import metrics  # noqa: E402
 from evolve import config as configuration  # noqa: E402
 from evolve.fitness import FitnessEvaluator  # noqa: E402
 from evolve.perplexity import window_nll  # noqa: E402
 from evolve.search import fitness_setup  # noqa: E402
-from metrics.named import NAMED  # noqa: E402
+from metrics.named import tree_of  # noqa: E402
 
 CANDIDATES = ["wanda", "mul(mul(sqr(W), X), abs(log(X)))", "ria", "pruner-zero"]
 
@@ -47,7 +46,7 @@ def main():
     for spec, label in zip(evaluator.specs, evaluator.setup.points):
         nll = {}  # candidate -> (n,) summed NLL per window
         for text in args.candidates:
-            tree = NAMED[text].tree if text in NAMED else metrics.parse(text)
+            tree = tree_of(text)
             evaluator.prune(tree, spec)
             with torch.no_grad():
                 nll[text] = torch.cat([window_nll(evaluator.host.model, w.unsqueeze(0)) for w in windows]).double()

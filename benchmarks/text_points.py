@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evolve import config as configuration  # noqa: E402
 from evolve.fitness import FitnessEvaluator  # noqa: E402
-from evolve.search import against_expression, fitness_setup  # noqa: E402
+from evolve.search import fitness_setup  # noqa: E402
+from metrics.named import tree_of  # noqa: E402
 
 METRICS = ["wanda", "mul(mul(sqr(W), X), abs(log(X)))", "mul(mul(F, divcol(sqr(W), W)), abs(log(X)))",
            "mul(mul(sqr(W), F), abs(log(X)))", "mul(mul(sqr(W), sqrt(mul(X, F))), abs(log(X)))", "ria"]
@@ -38,7 +39,7 @@ def main():
     print("|---|---|" + "---|" * len(points))
     first = None
     for text in args.metrics:
-        result = evaluator.evaluate(against_expression(text))
+        result = evaluator.evaluate(str(tree_of(text)))
         ppl = json.loads(result["points"])
         first = first or ppl
         print(f"| {text} | {result['fitness']:.2f} | "

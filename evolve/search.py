@@ -23,7 +23,7 @@ from evolve import results
 from evolve.config import Config
 from evolve.fitness import Choice, FitnessSetup
 from evolve.store import DATABASE, WORST, Evaluation, Store
-from metrics.named import NAMED
+from metrics.named import tree_of
 from metrics.ops import LANGUAGES, OPS
 from pruners.errors import InputError
 
@@ -60,7 +60,7 @@ def seed_trees(s) -> list[metrics.Node]:
     trees = []
     for text in s.seed_metrics:
         try:
-            tree = NAMED[text].tree if text in NAMED else metrics.parse(text)
+            tree = tree_of(text)
         except metrics.MetricError as error:
             raise InputError(f"seed metric {text!r}: {error}") from None
         outside = sorted(op for op in tree.ops() if op not in LANGUAGES[s.language])
@@ -104,7 +104,7 @@ def against_expression(text: str) -> str:
     if not text:
         return ""
     try:
-        return str(NAMED[text].tree if text in NAMED else metrics.parse(text))
+        return str(tree_of(text))
     except metrics.MetricError as error:
         raise InputError(f"--fitness-against {text!r}: {error}") from None
 

@@ -67,3 +67,8 @@ NAMED = {
         ),
     ]
 }
+
+
+def tree_of(text: str) -> Node:
+    """A named metric's tree, or the tree of an expression written out (MetricError if it is neither)."""
+    return NAMED[text].tree if text in NAMED else parse(text)
