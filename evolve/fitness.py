@@ -171,7 +171,8 @@ class FitnessEvaluator:
         if s.against:
             for split in ("fitness", "validation") if s.validation_tokens else ("fitness",):
                 try:
-                    points, _ = self.points(metrics.parse(s.against), None, split, None)
+                    points = {}
+                    self.points(metrics.parse(s.against), None, split, None, points)
                     if not all(map(math.isfinite, points.values())):
                         raise FloatingPointError("a perplexity is not finite")
                 except FloatingPointError as error:
@@ -252,7 +253,7 @@ class FitnessEvaluator:
         start = time.perf_counter()
         points, status, error = {}, "ok", ""
         try:
-            points, stopped = self.points(metrics.parse(expression), thresholds, split, choice)
+            stopped = self.points(metrics.parse(expression), thresholds, split, choice, points)
             status = "early" if stopped else "ok"
             fitness = self.combine(points, split, stopped)
             if not math.isfinite(fitness):
@@ -269,11 +270,12 @@ class FitnessEvaluator:
             "seconds": time.perf_counter() - start,
         }
 
-    def points(self, tree: metrics.Node, thresholds: dict[str, float] | None, split: str,
-               choice: Choice | None) -> tuple[dict[str, float], bool]:
-        """({label: perplexity}, stopped early): every run's pruning read on the split's windows, in order,
+    def points(self, tree: metrics.Node, thresholds: dict[str, float] | None, split: str, choice: Choice | None,
+               points: dict[str, float]) -> bool:
+        """Whether it stopped early: every run's pruning read on the split's windows, in order, its perplexity
+        put in `points` by label (so that a candidate that fails at a later point keeps the earlier ones),
         until a point's first windows pass its threshold; the model is dense again after."""
-        points, pruned = {}, None
+        pruned = None
         try:
             for seed, text, spec, label in self.runs:
                 if (seed, spec) != pruned:  # the next text reads the same pruned model
@@ -281,8 +283,8 @@ class FitnessEvaluator:
                     pruned = seed, spec
                 points[label], stopped = self.perplexity((thresholds or {}).get(label), split, text)
                 if stopped:
-                    return points, True
-            return points, False
+                    return True
+            return False
         finally:
             self.host.restore()
             synchronize(self.device)
