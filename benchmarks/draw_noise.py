@@ -58,7 +58,7 @@ def main():
                     print(f"seed {seed}, batch {b}, {spec.point()}, {m}: "
                           + ", ".join(f"{c} {v:.3f}" for c, v in row.scores.items()), flush=True)
     first = args.methods[0]
-    names = " ".join(f"seed {s} batch {b}," for s, b in draws).rstrip(",")
+    names = ", ".join(f"seed {s} batch {b}" for s, b in draws)
     for spec in specs:
         columns = [c for c in scores[spec.point(), first, draws[0]] if c.startswith("perplexity")]
         print(f"\n## {spec.point()}: draws {names}")
