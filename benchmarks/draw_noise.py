@@ -41,10 +41,15 @@ def ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",")]
 
 
+def row_line(seed: int, batch: int, spot: str, method: str, scores: dict[str, float]) -> str:
+    """A row as a run prints it and read_rows reads it back:
+    'seed 0, batch 8, 50%, METHOD: perplexity 23.237, perplexity licenses 47.985'."""
+    return f"seed {seed}, batch {batch}, {spot}, {method}: " + ", ".join(f"{c} {v:.3f}" for c, v in scores.items())
+
+
 def read_rows(path: str) -> dict:
-    """The rows a run printed: (point, method, (seed, batch)) -> {score column: value}. A row reads
-    'seed 0, batch 8, 50%, METHOD: perplexity 23.237, perplexity licenses 47.985'; the method may hold ', '
-    but no ': ', a point neither."""
+    """The rows a run printed (row_line): (point, method, (seed, batch)) -> {score column: value}. The method
+    may hold ', ' but no ': ', a point neither."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
@@ -86,8 +91,7 @@ def main():
         for spec, m, b in todo:
             row = bench.run(pruners.method(m, batch_size=b), spec)
             scores[spec.point(), m, (seed, b)] = row.scores
-            print(f"seed {seed}, batch {b}, {spec.point()}, {m}: "
-                  + ", ".join(f"{c} {v:.3f}" for c, v in row.scores.items()), flush=True)
+            print(row_line(seed, b, spec.point(), m, row.scores), flush=True)
     first = args.methods[0]
     names = ", ".join(f"seed {s} batch {b}" for s, b in draws)
     for spec in specs:
