@@ -109,7 +109,8 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> No
         listing = 0.13 * len(lines) + 0.15  # inches of text beneath the axes
         height = listing + 0.65 + 3.0 + 0.4  # the listing, the x label, the axes, the title
         fig = plt.figure(figsize=(8, height))
-        ax = fig.add_axes((0.1, (listing + 0.65) / height, 0.85, 3.0 / height))
+        # room on the left for a log axis's widest tick labels (9x10^-1 on a narrow range) and its label
+        ax = fig.add_axes((0.13, (listing + 0.65) / height, 0.82, 3.0 / height))
         ax.step([e["complexity"] for e in front], [e["fitness"] for e in front], where="post", marker="o")
         for i, e in enumerate(front, 1):
             ax.annotate(str(i), (e["complexity"], e["fitness"]), textcoords="offset points", xytext=(3, 3), fontsize=8)
