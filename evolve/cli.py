@@ -190,8 +190,8 @@ def parser() -> argparse.ArgumentParser:
                         help="more texts every point is scored on, comma list (e.g. text:data/self.jsonl, the model's "
                         "own writing from generate-data): fitness and validation tokens from each")
     search.add_argument("--fitness-against", dest="search.against",
-                        help="a metric (named, e.g. wanda, or an expression): the fitness is the worst point's "
-                        "perplexity ratio to it, so a candidate must beat it at every point")
+                        help="a metric (named, e.g. wanda, or an expression): the fitness is the worst perplexity "
+                        "ratio to it over points and texts, so a candidate must beat it at every point on every text")
     search.add_argument("--calib-seeds", dest="search.calib_seeds", type=_ints,
                         help="more calibration draws, comma list of seeds: every point scored once per draw")
     search.add_argument("--seed-metrics", dest="search.seed_metrics", type=_words,

@@ -112,9 +112,9 @@ class SearchConfig(Section):
     # tokens as data.eval is; the fitness is the geometric mean over texts and points, so that a metric fitted to
     # one domain loses on another (each text multiplies the evaluation cost of a candidate, not its pruning)
     texts: list[str] = []
-    # a metric (named or written out) the fitness is measured against: the worst point's perplexity ratio to
-    # its perplexity (each point's ratios over texts and calibration draws by geometric mean), so that a
-    # candidate must beat it at every point, not win one point by enough to hide a loss at another;
+    # a metric (named or written out) the fitness is measured against: the worst perplexity ratio to it over
+    # points and texts (each pair's ratios over calibration draws by geometric mean), so that a candidate must
+    # beat it at every point on every text, not win one by enough to hide a loss at another;
     # "": the geometric mean of all the perplexities
     against: str = ""
     # the N:M points' masks chosen after each linear's input channels are reordered (RIA's channel permutation)

@@ -66,9 +66,9 @@ class FitnessSetup:
     # more texts every point is scored on, each cut as the evaluation text is (its fitness tokens, then its
     # validation tokens), so that a metric fitted to one domain's text loses on another's
     texts: tuple[str, ...] = ()
-    # a metric's expression whose perplexities the fitness divides by: the fitness is then the worst point's
-    # ratio to it (each point's ratios over texts and calibration draws by geometric mean), so that a candidate
-    # must beat it at every point; "": the geometric mean of all the perplexities
+    # a metric's expression whose perplexities the fitness divides by: the fitness is then the worst ratio to it
+    # over points and texts (each pair's ratios over calibration draws by geometric mean), so that a candidate
+    # must beat it at every point on every text; "": the geometric mean of all the perplexities
     against: str = ""
 
     def specs(self) -> list[Sparsity]:
@@ -116,6 +116,8 @@ class FitnessSetup:
                                  ("update", "none"), ("grad_calib", None), ("texts", ()), ("against", "")):
             if keep[option] == default:  # as every search before the option: their stores stay readable
                 keep.pop(option)
+        if self.against and self.texts:  # such a fitness once took each point's texts by geometric mean: apart
+            keep["against_worst"] = "point and text"
         return {**keep, "semantics": metrics.SEMANTICS}
 
     def validation_context(self) -> dict:
@@ -291,10 +293,11 @@ class FitnessEvaluator:
 
     def combine(self, points: dict[str, float], split: str, stopped: bool) -> float:
         """The fitness of a candidate's points: the geometric mean of their perplexities or, `against` a
-        reference, the worst point's ratio to it; a candidate stopped early gets the worst value it reached."""
+        reference, the worst ratio to it over points and texts (a mean over texts hid a loss of a third on one,
+        README); a candidate stopped early gets the worst value it reached."""
         if self.setup.against:
             points = {label: ppl / self.reference[split][label] for label, ppl in points.items()}
             if not stopped:
-                return max(geometric_mean(points[label] for _, _, run, label in self.runs if run == spec)
-                           for spec in self.specs)
+                return max(geometric_mean(points[label] for _, t, run, label in self.runs if (run, t) == (spec, text))
+                           for spec in self.specs for text in (self.setup.eval, *self.setup.texts))
         return max(points.values()) if stopped else geometric_mean(points.values())

@@ -221,10 +221,11 @@ def test_another_text_scores_every_point_on_its_own_fitness_and_validation_windo
     assert both.setup.context()["texts"] == (text,) and "texts" not in evaluator.setup.context()
 
 
-def test_a_fitness_against_a_reference_is_its_worst_points_ratio_to_the_references_perplexities(evaluator, tmp_path):
-    """--fitness-against: each perplexity is divided by the reference metric's at the same label, a point's
-    ratios over the texts combine by geometric mean, and the fitness is the worst point's, on either split; the
-    reference itself scores 1, a candidate stopped early its worst ratio seen; the store keeps such a search apart."""
+def test_a_fitness_against_a_reference_is_its_worst_ratio_to_the_references_perplexities(evaluator, tmp_path):
+    """--fitness-against: each perplexity is divided by the reference metric's at the same label, and the
+    fitness is the worst ratio over points and texts, on either split (a mean over texts hid a loss on one); the
+    reference itself scores 1, a candidate stopped early its worst ratio seen; the store keeps such a search
+    apart, and apart from one that took each point's texts by geometric mean."""
     legal = tmp_path / "legal.txt"
     legal.write_text(" ".join(f"Clause {i}: the licensee shall keep every notice intact, the {i * 7} copies." for i in range(300)))
     text, wanda = f"text:{legal}", "mul(abs(W), X)"
@@ -236,14 +237,19 @@ def test_a_fitness_against_a_reference_is_its_worst_points_ratio_to_the_referenc
         points = eval(plain.evaluate("abs(W)", split=split)["points"])
         result = ratio.evaluate("abs(W)", split=split)
         assert eval(result["points"]) == pytest.approx(points, rel=1e-9)  # the points stay perplexities
-        by_point = {p: math.sqrt(points[p] / reference[p] * points[f"{p} legal"] / reference[f"{p} legal"]) for p in ("0.5", "2:4")}
-        assert result["fitness"] == pytest.approx(max(by_point.values()), rel=1e-9)
-        assert by_point["0.5"] != pytest.approx(by_point["2:4"], rel=1e-7)  # one point is the worse (random weights: by little)
+        ratios = {label: points[label] / reference[label] for label in points}
+        assert len(ratios) == 4 and result["fitness"] == pytest.approx(max(ratios.values()), rel=1e-9)
+        # the worst pair stands out from the mean of its point's two texts (random weights: by little)
+        worst = max(ratios, key=ratios.get)
+        point = worst.removesuffix(" legal")
+        assert max(ratios.values()) > math.sqrt(ratios[point] * ratios[f"{point} legal"]) * (1 + 1e-7)
         assert ratio.evaluate(wanda, split=split)["fitness"] == pytest.approx(1.0, rel=1e-12)
     stopped = ratio.evaluate("abs(W)", thresholds={"0.5": 1.0})  # stops after the first point's first window
     assert stopped["status"] == "early"
     assert stopped["fitness"] == pytest.approx(eval(stopped["points"])["0.5"] / ratio.reference["fitness"]["0.5"], rel=1e-9)
     assert ratio.setup.context()["against"] == wanda and "against" not in plain.setup.context()
+    assert ratio.setup.context()["against_worst"] == "point and text"
+    assert "against_worst" not in dataclasses.replace(ratio.setup, texts=()).context()  # one text: as before
     with pytest.raises(InputError, match=r"--fitness-against div\(W, sub\(W, W\)\): "):  # W / 0: no reference
         FitnessEvaluator(dataclasses.replace(evaluator.setup, against="div(W, sub(W, W))"))
 
