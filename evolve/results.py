@@ -79,11 +79,20 @@ def write(run_dir: Path, logbook: list[dict], seen: dict, cfg, setup) -> None:
     plot(run_dir, logbook, front, setup.unit)
 
 
+def front_lines(front: list[dict]) -> list[str]:
+    """The Pareto plot's listing, one numbered line per point. With genes beside the tree the key leads with
+    them ("layer: 79b7..."), and so does the line: F compared over the layer is not F compared per row."""
+    genes = [e["key"].rpartition(": ")[0] for e in front]
+    return [f"{i}. {e['fitness']:.4g}  {g + ': ' if g else ''}{e['expression']}"
+            for i, (e, g) in enumerate(zip(front, genes), 1)]
+
+
 def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if logbook:
         # the best on its own axis: its few percent of progress vanish on the median's log scale
@@ -100,12 +109,15 @@ def plot(run_dir: Path, logbook: list[dict], front: list[dict], unit: str) -> No
         medians = [r["median"] for r in logbook]
         median_ax.plot(gens, [m if math.isfinite(m) else float("nan") for m in medians], marker=".", color="tab:orange")
         median_ax.set(xlabel="generation", ylabel=f"fitness ({unit})", yscale="log", title="population median")
+        for ax in (best_ax, median_ax):  # whole generations: a one-generation probe's axis read -0.04 to 0.04
+            ax.set_xlim(gens[0] - 0.5, gens[-1] + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         fig.tight_layout()
         fig.savefig(run_dir / "fitness.png", dpi=100)
         plt.close(fig)
     if front:
         # numbered points, the expressions listed beneath: long ones written beside their points overlap
-        lines = [f"{i}. {e['fitness']:.4g}  {e['expression']}" for i, e in enumerate(front, 1)]
+        lines = front_lines(front)
         listing = 0.13 * len(lines) + 0.15  # inches of text beneath the axes
         height = listing + 0.65 + 3.0 + 0.4  # the listing, the x label, the axes, the title
         fig = plt.figure(figsize=(8, height))

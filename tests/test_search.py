@@ -14,6 +14,7 @@ import evolve.fitness
 import metrics
 from evolve import config as configuration
 from evolve.fitness import Choice
+from evolve.results import front_lines
 from evolve.search import Search
 from evolve.store import DATABASE, WORST, Store
 from evolve.workers import SerialPool
@@ -39,6 +40,11 @@ def hall(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def pareto(folder: Path) -> list[dict]:
+    with (folder / "pareto.csv").open() as f:
+        return [{**row, "fitness": float(row["fitness"])} for row in csv.DictReader(f)]
+
+
 def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path, capsys):
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
     run(search_config(tiny_dir), a)
@@ -50,6 +56,8 @@ def test_seeded_search_is_deterministic_and_writes_its_folder(tiny_dir, tmp_path
         assert [int(r["generation"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
     best = min(float(r["fitness"]) for r in hall(a))
     assert float(hall(a)[0]["fitness"]) == best
+    front = pareto(a)  # without genes the Pareto plot lists the expressions alone
+    assert front_lines(front) == [f"{i}. {r['fitness']:.4g}  {r['expression']}" for i, r in enumerate(front, 1)]
     from evolve.cli import main
 
     assert main(["show", str(a)]) == 0  # the hall of fame, a row per entry in its order, then the Pareto front
@@ -495,6 +503,9 @@ def test_the_group_as_a_gene_finds_the_group_its_tree_needs(tmp_path):
     saved = json.loads((tmp_path / "run" / "best_metric.json").read_text())
     assert saved["group"] == "layer" and float(fame[0]["fitness"]) == 1.0
     assert logbook(tmp_path / "run")[0]["best_expression"].startswith("layer: ")
+    front = pareto(tmp_path / "run")  # the Pareto plot's listing says each point's group, as its key does
+    assert front_lines(front) == [f"{i}. {r['fitness']:.4g}  {r['group']}: {r['expression']}"
+                                  for i, r in enumerate(front, 1)]
 
 
 def test_gene_mutation_stays_among_the_searchs_values_and_keys_tell_choices_apart(tmp_path):
