@@ -41,7 +41,7 @@ DATA_FLAGS = [
     ("--model", "model.name", "alias, hub id, local folder or .gguf file (default smollm2-135m)"),
     ("--dtype", "model.dtype", "auto, float32, float16, bfloat16"),
     ("--device", "model.device", "auto, cpu, cuda, hpu, mps"),
-    ("--calib", "data.calib", "calibration text: pydoc, text:PATH, wikitext2, c4"),
+    ("--calib", "data.calib", "calibration text: pydoc, pysource:MOD+..., text:PATH, wikitext2, c4"),
     ("--eval", "data.eval", "evaluation text, same choices"),
     ("--nsamples", "data.nsamples", "calibration windows (default 128)"),
     ("--seqlen", "data.seqlen", "tokens per window (default: context, at most 2048)"),
@@ -72,7 +72,8 @@ def _score_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-text", dest="evaluate.task_text",
                         help="text the shipped tasks are built from: pydoc or text:PATH (default: the evaluation split)")
     parser.add_argument("--also-eval", dest="evaluate.options.perplexity.texts", type=_words,
-                        help="perplexity on these sources' evaluation text too, a column each: pydoc, text:PATH, wikitext2, c4")
+                        help="perplexity on these sources' evaluation text too, a column each: pydoc, "
+                        "pysource:MOD+..., text:PATH, wikitext2, c4")
 
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    calib: str = "pydoc"  # pydoc, text:PATH, wikitext2, c4
+    calib: str = "pydoc"  # pydoc, pysource:MOD+..., text:PATH, wikitext2, c4
     eval: str = "pydoc"  # the same offline source is split: head calibrates, tail evaluates
     nsamples: int = Field(128, gt=0)  # calibration windows, as in the Wanda and SparseGPT papers
     seqlen: int | None = Field(None, gt=1)  # None: the model's context, capped at 2048
@@ -108,9 +108,10 @@ class SearchConfig(Section):
     # more calibration draws (data.seed is the first): every point is scored once per draw, X and G per draw,
     # so that no metric wins by one draw of calibration text; each draw multiplies the cost of a candidate
     calib_seeds: list[int] = []
-    # more texts every point is scored on (text:PATH, pydoc, wikitext2, c4), each cut into fitness and validation
-    # tokens as data.eval is; the fitness is the geometric mean over texts and points, so that a metric fitted to
-    # one domain loses on another (each text multiplies the evaluation cost of a candidate, not its pruning)
+    # more texts every point is scored on (text:PATH, pydoc, pysource:MOD+..., wikitext2, c4), each cut into
+    # fitness and validation tokens as data.eval is; the fitness is the geometric mean over texts and points, so
+    # that a metric fitted to one domain loses on another (each text multiplies the evaluation cost of a
+    # candidate, not its pruning)
     texts: list[str] = []
     # a metric (named or written out) the fitness is measured against: the worst perplexity ratio to it over
     # points and texts (each pair's ratios over calibration draws by geometric mean), so that a candidate must

@@ -1,7 +1,8 @@
 """Text for calibration and evaluation: offline sources first, hub datasets when reachable.
 
-Sources: `pydoc` (the Python documentation shipped with every CPython), `text:PATH` (a text file, a .jsonl
-file's "text" fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package).
+Sources: `pydoc` (the Python documentation shipped with every CPython), `pysource:MOD+...` (the source code of
+standard-library modules, e.g. `pysource:json.decoder+csv`, which every CPython ships too), `text:PATH` (a text file, a .jsonl file's "text"
+fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package).
 When calibration and evaluation name the same offline source, its head calibrates and its tail evaluates,
 so they never overlap.
 """
@@ -15,13 +16,30 @@ from pruners.errors import InputError
 
 # The tail share of a shared offline source kept for evaluation (pydoc: about 28k of 113k tokens).
 EVAL_SHARE = 0.25
-SOURCES = ("pydoc", "text:PATH", "wikitext2", "c4")
+SOURCES = ("pydoc", "pysource:MOD+...", "text:PATH", "wikitext2", "c4")
 
 
 def pydoc_text() -> str:
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def python_source(modules: str) -> str:
+    """The source files of the modules named ("json.decoder+csv": '+', since source lists are comma lists),
+    joined in the order named: code that every CPython ships, as it ships pydoc's prose."""
+    import importlib.util
+
+    files = []
+    for name in modules.split("+"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not (spec.origin or "").endswith(".py"):
+            raise InputError(f"pysource: no Python source file for module {name!r}")
+        files.append(Path(spec.origin).read_text(encoding="utf-8"))
+    return "\n\n".join(files)
 
 
 def file_text(path: str) -> str:
@@ -75,14 +93,15 @@ def _split_at_paragraph(text: str, share: float) -> tuple[str, str]:
 def check_source(source: str) -> None:
     if source in ("pydoc", "wikitext2", "c4"):
         return
-    if source.startswith("text:") and len(source) > 5:
+    if source.startswith(("text:", "pysource:")) and not source.endswith(":"):
         return
     raise InputError(f"unknown text source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
 def short_name(source: str) -> str:
-    """A source's short name for a column or a label: 'text:/data/legal.txt' -> 'legal', 'wikitext2' -> 'wikitext2'."""
-    return Path(source[5:]).stem if source.startswith("text:") else source
+    """A source's short name for a column or a label: 'text:/data/legal.txt' -> 'legal', 'pysource:csv+json' ->
+    'pysource', 'wikitext2' -> 'wikitext2'."""
+    return Path(source[5:]).stem if source.startswith("text:") else source.split(":")[0]
 
 
 def readable(source: str) -> None:
@@ -114,7 +133,8 @@ def _text(source: str, split: str, other: str) -> str:
     check_source(source)
     if source in ("wikitext2", "c4"):
         return hub_text(source, split)
-    text = pydoc_text() if source == "pydoc" else file_text(source[5:])
+    text = (pydoc_text() if source == "pydoc" else python_source(source[9:]) if source.startswith("pysource:")
+            else file_text(source[5:]))
     if source != other:
         return text
     head, tail = _split_at_paragraph(text, EVAL_SHARE)

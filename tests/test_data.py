@@ -77,6 +77,24 @@ def test_pydoc_is_the_sorted_topics_joined():
     assert data.pydoc_text() == "\n\n".join(topics[k] for k in sorted(topics))
 
 
+def test_pysource_is_the_named_modules_source_in_the_order_named():
+    import csv
+    import json.decoder
+    from pathlib import Path
+
+    files = [Path(m.__file__).read_text(encoding="utf-8") for m in (json.decoder, csv)]
+    assert data.evaluation_text("pysource:json.decoder+csv", "pydoc") == "\n\n".join(files)
+    assert data.short_name("pysource:json.decoder+csv") == "pysource"
+    head, tail = data.texts("pysource:csv", "pysource:csv")  # shared, so split as any offline source
+    assert head + "\n\n" + tail == files[1]
+
+
+@pytest.mark.parametrize("source", ["pysource:sys", "pysource:no_such_module", "pysource:csv+", "pysource:"])
+def test_pysource_without_a_source_file_is_refused_in_one_line(source):
+    with pytest.raises(InputError, match="pysource"):
+        data.readable(source)
+
+
 @pytest.mark.e2e  # the datasets library giving up offline: 20 s
 def test_hub_sources_fail_with_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

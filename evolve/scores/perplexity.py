@@ -18,7 +18,7 @@ class Perplexity(Score):
     """
 
     name: ClassVar[str] = "perplexity"
-    texts: list[str] = []  # pydoc, text:PATH, wikitext2, c4
+    texts: list[str] = []  # pydoc, pysource:MOD+..., text:PATH, wikitext2, c4
 
     def check(self) -> None:
         labels = [data.short_name(source) for source in self.texts]
