@@ -69,6 +69,8 @@ RULES = [
     Rule("sqrt|log(neg|abs(x)) -> sqrt|log(x)", "anywhere", True, lambda n: Node(n.op, (_arg(_arg(n)),)) if n.op in ("sqrt", "log") and _arg(n).op in ("neg", "abs") else None),
     Rule("sqrt(sqr(x)) -> abs(x)", "anywhere", True, lambda n: Node("abs", (_arg(_arg(n)),)) if _op(n, "sqrt") and _op(_arg(n), "sqr") else None),
     Rule("exp(log(x)) -> add(abs(x), 0.001)", "anywhere", True, lambda n: Node("add", (Node("abs", (_arg(_arg(n)),)), constant(1e-3))) if _op(n, "exp") and _op(_arg(n), "log") else None),
+    # a mutation can draw the constant 1 into a product; the key drops it as a factor already, the text did not
+    Rule("mul(x, 1) -> x", "anywhere", True, lambda n: next((b for a, b in (n.args, n.args[::-1]) if a.is_constant and a.value == 1), None) if _op(n, "mul") else None),
     Rule("mul(x, x) -> sqr(x)", "anywhere", True, lambda n: Node("sqr", (n.args[0],)) if _op(n, "mul") and n.args[0] == n.args[1] else None),
     Rule("sub(x, x) -> 0", "anywhere", True, lambda n: constant(0) if _op(n, "sub") and n.args[0] == n.args[1] else None),
     Rule("add(x, neg(y)) -> sub(x, y)", "anywhere", True, lambda n: Node("sub", (n.args[0], _arg(n.args[1]))) if _op(n, "add") and _op(n.args[1], "neg") else None),

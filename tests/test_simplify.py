@@ -20,6 +20,8 @@ CASES = [
     ("add(sqrt(neg(W)), log(abs(G)))", "add(sqrt(W), log(G))", "sqrt|log(neg|abs(x)) -> sqrt|log(x)"),
     ("mul(sqrt(sqr(W)), X)", "mul(abs(W), X)", "sqrt(sqr(x)) -> abs(x)"),
     ("mul(exp(log(W)), X)", "mul(add(abs(W), 0.001), X)", "exp(log(x)) -> add(abs(x), 0.001)"),
+    ("add(mul(sqr(W), 1), G)", "add(sqr(W), G)", "mul(x, 1) -> x"),
+    ("add(mul(1, W), divcol(G, 1))", "add(W, G)", "mul(x, 1) -> x"),
     ("add(mul(W, W), G)", "add(sqr(W), G)", "mul(x, x) -> sqr(x)"),
     ("add(sub(G, G), W)", "W", "sub(x, x) -> 0"),
     ("mul(add(W, neg(G)), X)", "mul(sub(W, G), X)", "add(x, neg(y)) -> sub(x, y)"),
