@@ -1,8 +1,9 @@
 """Text for calibration and evaluation: offline sources first, hub datasets when reachable.
 
 Sources: `pydoc` (the Python documentation shipped with every CPython), `pysource:MOD+...` (the source code of
-standard-library modules, e.g. `pysource:json.decoder+csv`, which every CPython ships too), `text:PATH` (a text file, a .jsonl file's "text"
-fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets` package).
+standard-library modules, e.g. `pysource:json.decoder+csv`, which every CPython ships too), `text:PATH` (a text
+file, a .jsonl file's "text" fields, or a folder of .txt files), `wikitext2` and `c4` (through the `datasets`
+package).
 When calibration and evaluation name the same offline source, its head calibrates and its tail evaluates,
 so they never overlap.
 """
@@ -133,8 +134,12 @@ def _text(source: str, split: str, other: str) -> str:
     check_source(source)
     if source in ("wikitext2", "c4"):
         return hub_text(source, split)
-    text = (pydoc_text() if source == "pydoc" else python_source(source[9:]) if source.startswith("pysource:")
-            else file_text(source[5:]))
+    if source == "pydoc":
+        text = pydoc_text()
+    elif source.startswith("pysource:"):
+        text = python_source(source.removeprefix("pysource:"))
+    else:
+        text = file_text(source.removeprefix("text:"))
     if source != other:
         return text
     head, tail = _split_at_paragraph(text, EVAL_SHARE)
