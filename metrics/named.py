@@ -10,6 +10,9 @@ class Named:
     expression: str
     doc: str
     calibration: tuple[int, int] | None = None  # (samples, tokens per sample) it was found with, if it was
+    # where its scores compete at an unstructured point, as the search that found it compared them (a metric
+    # file's "group"): a per-layer metric pruned per row is another metric
+    group: str = "row"
 
     @property
     def tree(self) -> Node:
@@ -50,6 +53,17 @@ NAMED = {
             "are one number per layer; fitness 24.64 (Wanda's 27.37), best of the six validated on the next "
             "2048 tokens, all of which rank alike.",
             calibration=(32, 512),
+        ),
+        Named(
+            "evolve-fisher-smollm2", "mul(mul(sqr(W), divcol(F, W)), abs(log(X)))",
+            "`make run`'s metric (configs/search-smollm2.yaml, results/threetext-make-run-smollm2/): W^2 F |log X| "
+            "over the column's sum of |W|, compared over each whole layer at unstructured points. Its fitness is "
+            "the geometric mean of perplexity at 50%, 60% and 2:4 on 1024 tokens each of pydoc, the model's own "
+            "writing and Python source, the comparison group a gene; found per row by an earlier `make run` "
+            "(results/selftext-search20-smollm2/), it entered as a seed and nothing beat it (fitness 42.63, "
+            "validation 37.93). Against Wanda over five calibration draws on held-out pydoc / licences / Python "
+            "source: -18.8 / -11.9 / -18.5% at 50%, -35.1 / -23.7 / -36.0% at 60%, -8.7 / -4.8 / -4.2% at 2:4.",
+            calibration=(32, 512), group="layer",
         ),
         Named(
             "taylor", "mul(abs(W), G)",

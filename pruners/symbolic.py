@@ -56,8 +56,8 @@ class Metric(ScorePruner):
 
     @cached_property
     def default_group(self) -> str:
-        """Per row, unless the metric file was found by a search comparing in another group."""
-        return self._chosen("group", GROUPS, "row")
+        """Per row, unless the metric (a file or a named one) was found by a search comparing in another group."""
+        return NAMED[self.metric].group if self.metric in NAMED else self._chosen("group", GROUPS, "row")
 
     @cached_property
     def default_allocation(self) -> str:

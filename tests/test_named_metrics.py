@@ -114,3 +114,31 @@ def test_the_named_search_metric_says_where_it_was_found():
 
     found = Path(__file__).parents[1] / "results/evolve-smollm2/best_metric.json"
     assert NAMED["evolve-smollm2"].calibration == metrics.calibration_of(str(found)) == (32, 512)
+
+
+def test_the_make_run_metric_is_named_with_its_group_and_prunes_as_its_file(tiny):
+    """evolve-fisher-smollm2 is the committed `make run` pick: its tree, group and calibration, and pruning by
+    name gives exactly its file's masks, compared over each layer (not the per-row masks of its expression)."""
+    import copy
+    from pathlib import Path
+
+    import metrics
+    from metrics.named import NAMED
+
+    found = str(Path(__file__).parents[1] / "results/threetext-make-run-smollm2/best_metric.json")
+    named = NAMED["evolve-fisher-smollm2"]
+    assert named.tree == metrics.load(found)
+    assert named.group == metrics.choice_of(found, "group", "row") == "layer"
+    assert named.calibration == metrics.calibration_of(found) == (32, 512)
+    calibration = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
+    F = {name: torch.rand(lin.weight.shape, generator=torch.Generator().manual_seed(2))
+         for name, lin in models.target_linears(tiny).items()}
+    pruned = {}
+    for metric in ("evolve-fisher-smollm2", found, named.expression):
+        model = copy.deepcopy(tiny)
+        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), {"F": F})
+        pruned[metric] = [lin.weight == 0 for lin in models.target_linears(model).values()]
+    assert all(torch.equal(a, b) for a, b in zip(pruned["evolve-fisher-smollm2"], pruned[found]))
+    rows = [m.sum(dim=1) for m in pruned[found]]
+    assert any(len(set(r.tolist())) > 1 for r in rows)  # rows lose different shares: compared over the layer
+    assert all(len(set(m.sum(dim=1).tolist())) == 1 for m in pruned[named.expression])  # the expression: per row
