@@ -18,6 +18,11 @@ class Named:
     def tree(self) -> Node:
         return parse(self.expression)
 
+    @property
+    def choices(self) -> dict[str, str]:
+        """The search's choices beside the tree, by the names a metric file gives them."""
+        return {"group": self.group}
+
 
 NAMED = {
     m.name: m

@@ -48,8 +48,10 @@ class Metric(ScorePruner):
             raise InputError(str(error)) from None
 
     def _chosen(self, gene: str, known: tuple[str, ...], default: str) -> str:
-        """What the metric file says the search that found it chose beside the tree; `default` where it names none."""
-        value = metrics.choice_of(self.metric, gene, default)
+        """What the search that found the metric chose beside the tree, as its file or its named entry says;
+        `default` where it names none."""
+        value = (NAMED[self.metric].choices.get(gene, default) if self.metric in NAMED
+                 else metrics.choice_of(self.metric, gene, default))
         if value not in known:
             raise InputError(f"{self.metric}: unknown {gene} {value!r}; a metric file names {', '.join(known)}")
         return value
@@ -57,7 +59,7 @@ class Metric(ScorePruner):
     @cached_property
     def default_group(self) -> str:
         """Per row, unless the metric (a file or a named one) was found by a search comparing in another group."""
-        return NAMED[self.metric].group if self.metric in NAMED else self._chosen("group", GROUPS, "row")
+        return self._chosen("group", GROUPS, "row")
 
     @cached_property
     def default_allocation(self) -> str:
