@@ -82,26 +82,31 @@ def test_rescale_follows_how_each_statistic_grows_with_the_calibration():
         assert all(torch.allclose(once[leaf][n] * factor, twice[leaf][n], rtol=1e-4, atol=1e-8) for n in once[leaf])
 
 
+def zeros_at_half(tiny, metric: str, leaf: str) -> list[torch.Tensor]:
+    """Each target linear's zeros after a copy of `tiny` is pruned to 50% by `metric`, calibrated on two windows
+    of 12 tokens, with a random `leaf` (G or F) standing for the gradients; the same draws at every call."""
+    import copy
+
+    calibration = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
+    gradients = {name: torch.rand(lin.weight.shape, generator=torch.Generator().manual_seed(2))
+                 for name, lin in models.target_linears(tiny).items()}
+    model = copy.deepcopy(tiny)
+    pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"),
+                                             {leaf: gradients})
+    return [lin.weight == 0 for lin in models.target_linears(model).values()]
+
+
 @pytest.mark.parametrize("found, by_hand", [
     ("mul(mul(sqr(W), X), abs(log(X)))", "mul(mul(sqr(W), X), abs(log(mul(X, 1.4142135623730951))))"),
     ("mul(abs(W), add(X, G))", "mul(abs(W), add(mul(X, 1.4142135623730951), mul(G, 2)))"),
 ])
 def test_a_found_metric_sees_its_leaves_on_its_calibrations_scale(tiny, tmp_path, found, by_hand):
     """A file found on 8 windows of 24 tokens, pruning with 2 windows of 12: X grows by sqrt 2, G by 2."""
-    import copy
-
     import metrics
 
     path = tmp_path / "found.json"
     metrics.save(str(path), metrics.parse(found), fitness={"perplexity": 20.0, "context": {"nsamples": 8, "seqlen": 24}})
-    calibration = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
-    G = {name: torch.rand(lin.weight.shape, generator=torch.Generator().manual_seed(2))
-         for name, lin in models.target_linears(tiny).items()}
-    pruned = {}
-    for metric in (str(path), by_hand, found):
-        model = copy.deepcopy(tiny)
-        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), {"G": G})
-        pruned[metric] = [lin.weight == 0 for lin in models.target_linears(model).values()]
+    pruned = {metric: zeros_at_half(tiny, metric, "G") for metric in (str(path), by_hand, found)}
     assert all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[by_hand]))
     assert not all(torch.equal(a, b) for a, b in zip(pruned[str(path)], pruned[found]))  # the scale matters here
 
@@ -119,7 +124,6 @@ def test_the_named_search_metric_says_where_it_was_found():
 def test_the_make_run_metric_is_named_with_its_group_and_prunes_as_its_file(tiny):
     """evolve-fisher-smollm2 is the committed `make run` pick: its tree, group and calibration, and pruning by
     name gives exactly its file's masks, compared over each layer (not the per-row masks of its expression)."""
-    import copy
     from pathlib import Path
 
     import metrics
@@ -130,14 +134,7 @@ def test_the_make_run_metric_is_named_with_its_group_and_prunes_as_its_file(tiny
     assert named.tree == metrics.load(found)
     assert named.group == metrics.choice_of(found, "group", "row") == "layer"
     assert named.calibration == metrics.calibration_of(found) == (32, 512)
-    calibration = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
-    F = {name: torch.rand(lin.weight.shape, generator=torch.Generator().manual_seed(2))
-         for name, lin in models.target_linears(tiny).items()}
-    pruned = {}
-    for metric in ("evolve-fisher-smollm2", found, named.expression):
-        model = copy.deepcopy(tiny)
-        pruners.method(f"metric:{metric}").prune(model, calibration, Sparsity.parse("unstructured", 0.5), torch.device("cpu"), {"F": F})
-        pruned[metric] = [lin.weight == 0 for lin in models.target_linears(model).values()]
+    pruned = {metric: zeros_at_half(tiny, metric, "F") for metric in ("evolve-fisher-smollm2", found, named.expression)}
     assert all(torch.equal(a, b) for a, b in zip(pruned["evolve-fisher-smollm2"], pruned[found]))
     rows = [m.sum(dim=1) for m in pruned[found]]
     assert any(len(set(r.tolist())) > 1 for r in rows)  # rows lose different shares: compared over the layer
