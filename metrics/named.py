@@ -67,7 +67,9 @@ NAMED = {
             "writing and Python source, the comparison group a gene; found per row by an earlier `make run` "
             "(results/selftext-search20-smollm2/), it entered as a seed and nothing beat it (fitness 42.63, "
             "validation 37.93). Against Wanda over five calibration draws on held-out pydoc / licences / Python "
-            "source: -18.8 / -11.9 / -18.5% at 50%, -35.1 / -23.7 / -36.0% at 60%, -8.7 / -4.8 / -4.2% at 2:4.",
+            "source: -18.8 / -11.9 / -18.5% at 50%, -35.1 / -23.7 / -36.0% at 60%, -8.7 / -4.8 / -4.2% at 2:4 (4096 "
+            "tokens each); on the licences read whole (results/wholetext-draws-smollm2/) -13.5 / -16.1 / -10.3% at "
+            "50% / 60% / 2:4, more than 5% in every draw.",
             calibration=(32, 512), group="layer",
         ),
         Named(
